@@ -1,0 +1,4 @@
+"""The `shardgate` console command."""
+
+def main() -> None:
+    print("shardgate")
