@@ -1,0 +1,77 @@
+"""One unit's merged configuration compiled into its fragment: serialized Envoy resources.
+
+This is the only place protos are built for dynamic resources. Each message is built once and serialized
+once; its version is the content hash of those bytes, so everything downstream (Redis, pushers, Envoy's
+`initial_resource_versions`) compares versions without parsing or re-serializing. Deterministic
+serialization makes the hash stable across runs and processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.protobuf.message import Message
+
+from shardgate.keys import UnitKind, unit_kind
+from shardgate.merge import HostConfig, SecretConfig, ServiceConfig, merge_host, merge_secret, merge_service
+from shardgate.model import Contribution, Wire
+from shardgate.records import Fragment, Resource, make_resource
+from shardgate.xds import types
+from shardgate.xds.clusters import cluster, load_assignment
+from shardgate.xds.routes import host_scope
+from shardgate.xds.secrets import tls_secret
+
+
+def serialize(message: Message) -> bytes:
+    """Deterministic bytes: map fields in a stable order, so equal configs hash equal."""
+    data: bytes = message.SerializeToString(deterministic=True)
+    return data
+
+
+def resource(type_url: str, name: str, message: Message) -> Resource:
+    return make_resource(type_url, name, serialize(message))
+
+
+def compile_host(config: HostConfig) -> tuple[tuple[Resource, ...], Wire]:
+    scope = host_scope(config)
+    meta: Wire = {"host": config.host}
+    if config.tls_secret:
+        meta["tls_secret"] = config.tls_secret
+    if config.conflicts:
+        meta["conflicts"] = [
+            {"source": c.source, "winner": c.winner, "path": c.path, "path_type": str(c.path_type)}
+            for c in config.conflicts
+        ]
+    return (resource(types.SCOPED_ROUTE, scope.name, scope),), meta
+
+
+def compile_service(config: ServiceConfig) -> tuple[tuple[Resource, ...], Wire]:
+    out: list[Resource] = []
+    for c in config.clusters:
+        out.append(resource(types.CLUSTER, c.name, cluster(c)))
+        out.append(resource(types.ENDPOINT, c.name, load_assignment(c)))
+    return tuple(out), {"clusters": [c.name for c in config.clusters]}
+
+
+def compile_secret(config: SecretConfig) -> tuple[tuple[Resource, ...], Wire]:
+    secret = tls_secret(config)
+    return (resource(types.SECRET, secret.name, secret),), {"secret": secret.name}
+
+
+def compile_unit(unit: str, contributions: Mapping[str, Contribution]) -> Fragment:
+    """Merge a unit's contributions and compile them; no resources means the unit is gone."""
+    kind = unit_kind(unit)
+    compiled: tuple[tuple[Resource, ...], Wire] | None = None
+    if kind is UnitKind.HOST:
+        host = merge_host(unit, contributions)
+        compiled = None if host is None else compile_host(host)
+    elif kind is UnitKind.SERVICE:
+        service = merge_service(unit, contributions)
+        compiled = None if service is None else compile_service(service)
+    elif kind is UnitKind.SECRET:
+        secret = merge_secret(unit, contributions)
+        compiled = None if secret is None else compile_secret(secret)
+    if compiled is None:
+        return Fragment(unit, ())
+    resources, meta = compiled
+    return Fragment(unit, resources, meta)

@@ -1,0 +1,51 @@
+"""The listener and the bootstrap: what every gateway shares, checked by decoding (Envoy checks the rest)."""
+
+from __future__ import annotations
+
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from shardgate.xds import types
+from shardgate.xds.bootstrap import ADS_CLUSTER, bootstrap
+from shardgate.xds.listeners import static_resources
+
+
+def test_listener_selects_scope_by_authority_without_port() -> None:
+    (res,) = static_resources("127.0.0.1", 18080)
+    assert (res.type_url, res.name) == (types.LISTENER, "http")
+    listener = listener_pb2.Listener.FromString(res.body)
+    assert listener.address.socket_address.address == "127.0.0.1"
+    assert listener.address.socket_address.port_value == 18080
+    (chain,) = listener.filter_chains
+    (net_filter,) = chain.filters
+    manager = hcm.HttpConnectionManager()
+    assert net_filter.typed_config.Unpack(manager)
+    scoped = manager.scoped_routes
+    (fragment,) = scoped.scope_key_builder.fragments
+    extractor = fragment.header_value_extractor
+    assert (extractor.name, extractor.element_separator, extractor.index) == (":authority", ":", 0)
+    assert scoped.scoped_rds.scoped_rds_config_source.HasField("ads")
+    assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+
+
+def test_listener_does_not_depend_on_anything_but_its_address() -> None:
+    assert static_resources("0.0.0.0", 80)[0].version == static_resources("0.0.0.0", 80)[0].version
+    assert static_resources("0.0.0.0", 80)[0].version != static_resources("0.0.0.0", 81)[0].version
+
+
+def test_bootstrap() -> None:
+    b = bootstrap(node_id="gw-1", ads_host="127.0.0.1", ads_port=18000, admin_port=19000, api_type="GRPC")
+    assert b["node"] == {"id": "gw-1", "cluster": "shardgate-gateway"}
+    assert b["admin"]["address"]["socket_address"]["port_value"] == 19000
+    (ads,) = b["static_resources"]["clusters"]
+    assert ads["name"] == ADS_CLUSTER
+    endpoint = ads["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18000}
+    dyn = b["dynamic_resources"]
+    assert dyn["ads_config"]["api_type"] == "GRPC"
+    assert dyn["lds_config"] == dyn["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
+    assert (
+        bootstrap(node_id="n", ads_host="h", ads_port=1, admin_port=2)["dynamic_resources"]["ads_config"][
+            "api_type"
+        ]
+        == "DELTA_GRPC"
+    )
