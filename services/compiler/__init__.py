@@ -1,1 +1,1 @@
-"""shardgate."""
+"""The compiler: sharded workers that turn per-unit deltas into fragments in Redis."""

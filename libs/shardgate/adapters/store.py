@@ -1,0 +1,240 @@
+"""Redis adapter: the compiled state of every shard, and the leases that say who writes it.
+
+Keys of shard `s` carry `{s}` as a hash tag, so one shard's keys sit in one Redis Cluster slot and its
+commit stays one legal transaction there:
+
+    sg:{s}:src:<unit>  hash  source -> contribution (msgpack)   the compiler's input for one unit
+    sg:{s}:frag        hash  unit -> fragment (msgpack)          what the pushers relay
+    sg:{s}:fhash       hash  unit -> fragment content hash       "unchanged" without reading fragments
+    sg:{s}:rev         int   the shard's revision: +1 per commit that changed a fragment
+    sg:{s}:log         stream id <rev>-0: units changed in that revision + their trace contexts (capped)
+    sg:{s}:seq         int   last JetStream sequence applied: a redelivered delta is a no-op
+    sg:{s}:lease       str   the owning compiler's token, with a TTL
+    sg:members         zset  live compiler ids, scored by heartbeat expiry (ms, Redis clock)
+
+A commit is WATCH lease → check it is still ours → MULTI … EXEC, so a compiler that lost its lease (a
+pause longer than the TTL, a partition) can never overwrite its successor's work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from shardgate.adapters.errors import LeaseLost, TransientError
+from shardgate.model import Wire
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def k(shard: int, name: str) -> str:
+    return f"sg:{{{shard}}}:{name}"
+
+
+def src_key(shard: int, unit: str) -> str:
+    return f"sg:{{{shard}}}:src:{unit}"
+
+
+MEMBERS = "sg:members"
+
+
+@dataclass(slots=True)
+class ShardState:
+    revision: int
+    seq: int
+    hashes: dict[str, str]  # unit -> fragment hash
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    revision: int
+    units: tuple[str, ...]
+    traces: dict[str, str]
+
+
+@dataclass(slots=True)
+class Commit:
+    """One batch's effect on one shard, written atomically."""
+
+    seq: int  # last stream sequence the batch covers
+    contributions: dict[str, dict[str, Wire | None]] = field(default_factory=dict)  # unit -> source -> wire
+    fragments: dict[str, tuple[bytes, str] | None] = field(default_factory=dict)  # unit -> (bytes, hash)
+    revision: int | None = None  # the new revision, when any fragment changed
+    traces: dict[str, str] = field(default_factory=dict)
+
+
+def _pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+class ShardStore:
+    def __init__(self, client: aioredis.Redis, log_cap: int = 10_000) -> None:
+        self.r = client
+        self.log_cap = log_cap
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, log_cap: int = 10_000) -> ShardStore:
+        return cls(aioredis.Redis.from_url(url, socket_timeout=10, health_check_interval=10), log_cap)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    # -- membership and leases ---------------------------------------------------------------------
+
+    async def _now_ms(self) -> int:
+        sec, usec = await self.r.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    async def heartbeat(self, member: str, ttl_ms: int) -> list[str]:
+        """Refresh this member and return the live members, sorted."""
+        now = await self._now_ms()
+        async with self.r.pipeline(transaction=False) as p:
+            p.zadd(MEMBERS, {member: now + ttl_ms})
+            p.zremrangebyscore(MEMBERS, "-inf", now)
+            p.zrange(MEMBERS, 0, -1)
+            res = await p.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in res[2])
+
+    async def leave(self, member: str) -> None:
+        await self.r.zrem(MEMBERS, member)
+
+    async def acquire(self, shard: int, token: str, ttl_ms: int) -> bool:
+        return bool(await self.r.set(k(shard, "lease"), token, nx=True, px=ttl_ms))
+
+    async def renew(self, shard: int, token: str, ttl_ms: int) -> bool:
+        return bool(await self._renew(keys=[k(shard, "lease")], args=[token, ttl_ms]))
+
+    async def release(self, shard: int, token: str) -> None:
+        await self._release(keys=[k(shard, "lease")], args=[token])
+
+    async def lease_holder(self, shard: int) -> str | None:
+        v = await self.r.get(k(shard, "lease"))
+        return v.decode() if isinstance(v, bytes) else v
+
+    # -- compiler side ---------------------------------------------------------------------------------
+
+    async def load_shard(self, shard: int) -> ShardState:
+        async with self.r.pipeline(transaction=True) as p:
+            p.get(k(shard, "rev"))
+            p.get(k(shard, "seq"))
+            p.hgetall(k(shard, "fhash"))
+            rev, seq, hashes = await p.execute()
+        return ShardState(int(rev or 0), int(seq or 0), {u.decode(): h.decode() for u, h in hashes.items()})
+
+    async def load_contributions(self, shard: int, units: Iterable[str]) -> dict[str, dict[str, Wire]]:
+        units = list(units)
+        async with self.r.pipeline(transaction=False) as p:
+            for unit in units:
+                p.hgetall(src_key(shard, unit))
+            rows = await p.execute()
+        return {
+            unit: {src.decode(): msgpack.unpackb(w, raw=False) for src, w in row.items()}
+            for unit, row in zip(units, rows, strict=True)
+        }
+
+    async def commit(self, shard: int, token: str, c: Commit) -> None:
+        """Write one batch atomically, only while `token` still holds the shard's lease."""
+        lease = k(shard, "lease")
+        try:
+            async with self.r.pipeline(transaction=True) as p:
+                await p.watch(lease)
+                holder = await p.get(lease)
+                if (holder.decode() if isinstance(holder, bytes) else holder) != token:
+                    raise LeaseLost(f"shard {shard}: lease held by {holder!r}, not {token}")
+                p.multi()  # type: ignore[no-untyped-call]
+                for unit, sources in c.contributions.items():
+                    sets = {s: _pack(w) for s, w in sources.items() if w is not None}
+                    dels = [s for s, w in sources.items() if w is None]
+                    if sets:
+                        p.hset(src_key(shard, unit), mapping=sets)  # type: ignore[arg-type]
+                    if dels:
+                        p.hdel(src_key(shard, unit), *dels)
+                frag_sets = {u: f for u, f in c.fragments.items() if f is not None}
+                frag_dels = [u for u, f in c.fragments.items() if f is None]
+                if frag_sets:
+                    p.hset(k(shard, "frag"), mapping={u: f[0] for u, f in frag_sets.items()})  # type: ignore[arg-type]
+                    p.hset(k(shard, "fhash"), mapping={u: f[1] for u, f in frag_sets.items()})  # type: ignore[arg-type]
+                if frag_dels:
+                    p.hdel(k(shard, "frag"), *frag_dels)
+                    p.hdel(k(shard, "fhash"), *frag_dels)
+                if c.revision is not None:
+                    p.set(k(shard, "rev"), c.revision)
+                    entry = {"u": _pack(sorted(c.fragments)), "t": _pack(c.traces)}
+                    p.xadd(
+                        k(shard, "log"),
+                        entry,  # type: ignore[arg-type]
+                        id=f"{c.revision}-0",
+                        maxlen=self.log_cap,
+                        approximate=True,
+                    )
+                p.set(k(shard, "seq"), c.seq)
+                await p.execute()
+        except WatchError as exc:
+            raise LeaseLost(f"shard {shard}: lease changed during commit") from exc
+        except TRANSIENT_REDIS as exc:
+            raise TransientError(f"shard {shard}: commit failed: {exc}") from exc
+
+    # -- pusher side -------------------------------------------------------------------------------------
+
+    async def revisions(self, shards: int) -> list[int]:
+        async with self.r.pipeline(transaction=False) as p:
+            for s in range(shards):
+                p.get(k(s, "rev"))
+            return [int(v or 0) for v in await p.execute()]
+
+    async def snapshot(self, shard: int) -> tuple[int, dict[str, bytes]]:
+        """The shard's revision and every fragment, read atomically."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.get(k(shard, "rev"))
+            p.hgetall(k(shard, "frag"))
+            rev, frags = await p.execute()
+        return int(rev or 0), {u.decode(): f for u, f in frags.items()}
+
+    async def fragments(self, shard: int, units: Iterable[str]) -> tuple[int, dict[str, bytes | None]]:
+        """The current fragments of some units (None: deleted) and the revision they are at least at."""
+        units = list(units)
+        async with self.r.pipeline(transaction=True) as p:
+            p.get(k(shard, "rev"))
+            p.hmget(k(shard, "frag"), units)
+            rev, values = await p.execute()
+        return int(rev or 0), dict(zip(units, values, strict=True))
+
+    async def log_since(self, shard: int, revision: int) -> list[LogEntry] | None:
+        """Entries after `revision`, or None when the log no longer reaches back that far."""
+        rows: Any = await self.r.xrange(k(shard, "log"), min=f"{revision + 1}-0", max="+")
+        entries = [
+            LogEntry(
+                int(entry_id.decode().partition("-")[0]),
+                tuple(msgpack.unpackb(f[b"u"], raw=False)),
+                msgpack.unpackb(f[b"t"], raw=False),
+            )
+            for entry_id, f in rows
+        ]
+        if entries and entries[0].revision != revision + 1:
+            return None
+        if not entries:
+            current = int(await self.r.get(k(shard, "rev")) or 0)
+            if current > revision:
+                return None
+        return entries
