@@ -1,0 +1,167 @@
+"""Keeps the pusher's cache equal to Redis: snapshot at start, then change notices, healing any gap.
+
+Notices are hints over core NATS (at most once). Each carries the shard's new revision; the follower
+knows the revision it holds per shard, so a notice that skips ahead reveals a gap, healed from the
+shard's change log (the units changed since), or from the shard's snapshot when the log no longer
+reaches back. A periodic revision check catches a gap no later notice would reveal (a lost last notice,
+a NATS outage). Fragments are relayed as the compiler wrote them: nothing is rebuilt here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+from opentelemetry import trace
+
+from shardgate.adapters.jetstream import DeltaBus
+from shardgate.adapters.store import TRANSIENT_REDIS, ShardStore
+from shardgate.keys import UnitKind, unit_kind, unit_name
+from shardgate.records import Fragment, Notice, RecordError
+from shardgate.telemetry import context_from, traceparent, tracer
+
+from .cache import ResourceCache
+
+log = logging.getLogger(__name__)
+_tracer = tracer("shardgate.pusher")
+
+
+class Follower:
+    def __init__(
+        self, store: ShardStore, bus: DeltaBus, cache: ResourceCache, shards: int, resync_s: float = 2.0
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.cache = cache
+        self.shards = shards
+        self.resync_s = resync_s
+        self.revisions = [0] * shards
+        self.units: list[set[str]] = [set() for _ in range(shards)]  # units held, per shard
+        self._pending: dict[int, list[tuple[Notice, int]]] = defaultdict(list)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        # Subscribe first so nothing committed during the snapshot load is missed.
+        await self.bus.subscribe_notices(self._on_notice)
+        started = time.monotonic()
+        units = 0
+        for shard in range(self.shards):
+            units += await self._load_snapshot(shard)
+        log.info("loaded %d units from %d shards in %.2fs", units, self.shards, time.monotonic() - started)
+        self.ready.set()
+        self._tasks = [
+            asyncio.create_task(self._drain(), name="follower-drain"),
+            asyncio.create_task(self._resync(), name="follower-resync"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_notice(self, notice: Notice) -> None:
+        self._pending[notice.shard].append((notice, time.time_ns()))
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, defaultdict(list)
+            for shard, notices in pending.items():
+                try:
+                    await self._catch_up(shard, notices)
+                except (*TRANSIENT_REDIS, RecordError) as exc:
+                    # The periodic revision check retries; nothing is lost, only late.
+                    log.warning("shard %d: catching up failed: %s", shard, exc)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_s)
+            try:
+                current = await self.store.revisions(self.shards)
+            except TRANSIENT_REDIS as exc:
+                log.warning("revision check failed: %s", exc)
+                continue
+            for shard, rev in enumerate(current):
+                if rev != self.revisions[shard] and not self._pending.get(shard):
+                    log.info("shard %d: at %d, Redis at %d: healing", shard, self.revisions[shard], rev)
+                    try:
+                        await self._catch_up(shard, [])
+                    except (*TRANSIENT_REDIS, RecordError) as exc:
+                        log.warning("shard %d: healing failed: %s", shard, exc)
+
+    async def _catch_up(self, shard: int, notices: list[tuple[Notice, int]]) -> None:
+        known = self.revisions[shard]
+        fresh = sorted((n for n in notices if n[0].revision > known), key=lambda n: n[0].revision)
+        revs = [n.revision for n, _ in fresh]
+        if fresh and revs == list(range(known + 1, known + 1 + len(revs))):
+            # The common case: the notices follow on from what we hold; fetch just their units.
+            units = sorted({u for n, _ in fresh for u in n.units})
+            traces = {u: tp for n, _ in fresh for u, tp in n.traces.items()}
+            _, raw = await self.store.fragments(shard, units)
+            self._relay(shard, raw, traces, revs[-1], fresh[0][1])
+            self.revisions[shard] = revs[-1]
+            return
+        entries = await self.store.log_since(shard, known)
+        if entries is None:
+            log.info("shard %d: change log does not reach revision %d: taking the snapshot", shard, known)
+            await self._load_snapshot(shard)
+            return
+        if not entries:
+            return
+        units = sorted({u for e in entries for u in e.units})
+        traces = {u: tp for e in entries for u, tp in e.traces.items()}
+        _, raw = await self.store.fragments(shard, units)
+        self._relay(shard, raw, traces, entries[-1].revision, fresh[0][1] if fresh else time.time_ns())
+        self.revisions[shard] = entries[-1].revision
+
+    async def _load_snapshot(self, shard: int) -> int:
+        rev, raw = await self.store.snapshot(shard)
+        changes: dict[str, Fragment | None] = {u: Fragment.decode(b) for u, b in raw.items()}
+        # Units this pusher holds that the snapshot no longer has were deleted meanwhile.
+        for unit in self.units[shard] - raw.keys():
+            changes[unit] = None
+        self.cache.apply(changes)
+        self.units[shard] = set(raw)
+        self.revisions[shard] = rev
+        return len(raw)
+
+    def _relay(
+        self,
+        shard: int,
+        raw: dict[str, bytes | None],
+        traces: dict[str, str],
+        revision: int,
+        received_ns: int,
+    ) -> None:
+        changes = {u: (Fragment.decode(b) if b is not None else None) for u, b in raw.items()}
+        spans = []
+        relay_traces: dict[str, str] = {}
+        for unit in changes:
+            tp = traces.get(unit)
+            if not tp:
+                continue
+            span = _tracer.start_span(
+                "pusher.relay",
+                context=context_from(tp),
+                start_time=received_ns,
+                attributes={"sg.unit": unit, "sg.shard": shard, "sg.revision": revision},
+            )
+            if unit_kind(unit) is UnitKind.HOST:
+                span.set_attribute("sg.host", unit_name(unit))
+            relay_traces[unit] = traceparent(trace.set_span_in_context(span))
+            spans.append(span)
+        self.cache.apply(changes, relay_traces)
+        held = self.units[shard]
+        for unit, fragment in changes.items():
+            if fragment is None:
+                held.discard(unit)
+            else:
+                held.add(unit)
+        for span in spans:
+            span.end()

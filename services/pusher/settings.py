@@ -1,0 +1,43 @@
+"""Pusher settings, read from the environment (flags override in `main`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from shardgate.keys import DEFAULT_SHARDS
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    """Where change notices arrive (core NATS `sg.changed.*`)."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Where the compiled fragments, revisions and change logs are read."""
+    shards: int = DEFAULT_SHARDS
+    """Must equal the compilers' shard count."""
+    xds_addr: str = "127.0.0.1:18000"
+    """host:port of the ADS gRPC server the gateway Envoys connect to."""
+    gateway_http_address: str = "0.0.0.0"
+    """Address the gateways' HTTP listener binds (served as an LDS resource)."""
+    gateway_http_port: int = 8080
+    """Port the gateways' HTTP listener binds."""
+    resync_s: float = 2.0
+    """How often revisions are compared with Redis to catch a lost notice."""
+    metrics_port: int = 0
+    """Prometheus /metrics port; 0 disables it."""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        base = cls()
+        return cls(
+            nats_url=e.get("SHARDGATE_NATS_URL", base.nats_url),
+            redis_url=e.get("SHARDGATE_REDIS_URL", base.redis_url),
+            shards=int(e.get("SHARDGATE_SHARDS", base.shards)),
+            xds_addr=e.get("SHARDGATE_XDS_ADDR", base.xds_addr),
+            gateway_http_address=e.get("SHARDGATE_GATEWAY_HTTP_ADDRESS", base.gateway_http_address),
+            gateway_http_port=int(e.get("SHARDGATE_GATEWAY_HTTP_PORT", base.gateway_http_port)),
+            resync_s=float(e.get("SHARDGATE_RESYNC_S", base.resync_s)),
+            metrics_port=int(e.get("SHARDGATE_METRICS_PORT", base.metrics_port)),
+        )

@@ -1,0 +1,110 @@
+"""The pusher's follower against real Redis and NATS: snapshot, notices, gaps healed, deletions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from shardgate.adapters.jetstream import DeltaBus
+from shardgate.adapters.store import Commit, ShardStore
+from shardgate.local.servers import NatsServer, RedisServer
+from shardgate.pusher.cache import ResourceCache
+from shardgate.pusher.follower import Follower
+from shardgate.records import Fragment, Notice, make_resource
+
+SHARDS = 4
+ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+
+
+def frag(unit: str, body: bytes) -> Fragment:
+    return Fragment(unit, (make_resource(ROUTE, unit, body),))
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+class Writer:
+    """Plays the compiler: commits fragments to one shard and (optionally) announces them."""
+
+    def __init__(self, store: ShardStore, bus: DeltaBus, shard: int) -> None:
+        self.store, self.bus, self.shard = store, bus, shard
+        self.rev = 0
+        self.seq = 0
+
+    async def write(self, frags: dict[str, Fragment | None], announce: bool = True) -> None:
+        self.rev += 1
+        self.seq += 1
+        c = Commit(
+            seq=self.seq,
+            fragments={u: ((f.encode(), f.hash) if f else None) for u, f in frags.items()},
+            revision=self.rev,
+            traces={},
+        )
+        await self.store.commit(self.shard, "w", c)
+        if announce:
+            await self.bus.publish_notice(Notice(self.shard, self.rev, tuple(sorted(frags))))
+
+
+@pytest.fixture
+async def parts(
+    nats_server: NatsServer, redis_server: RedisServer
+) -> AsyncIterator[tuple[ShardStore, DeltaBus]]:
+    store = ShardStore.from_url(redis_server.url, log_cap=3)
+    bus = await DeltaBus.connect(nats_server.url, SHARDS)
+    for s in range(SHARDS):
+        assert await store.acquire(s, "w", 60_000)
+    yield store, bus
+    await bus.close()
+    await store.close()
+
+
+def body(cache: ResourceCache, unit: str) -> bytes | None:
+    r = cache.get(ROUTE, unit)
+    return r.body if r else None
+
+
+async def test_snapshot_then_notices_then_gaps(parts: tuple[ShardStore, DeltaBus]) -> None:
+    store, bus = parts
+    w = Writer(store, bus, 1)
+    await w.write({"h:a": frag("h:a", b"a1"), "h:b": frag("h:b", b"b1")})
+
+    cache = ResourceCache()
+    follower = Follower(store, bus, cache, SHARDS, resync_s=0.3)
+    await follower.start()
+    try:
+        assert body(cache, "h:a") == b"a1" and body(cache, "h:b") == b"b1"
+
+        await w.write({"h:a": frag("h:a", b"a2")})
+        await eventually(lambda: body(cache, "h:a") == b"a2")
+
+        # A lost notice is revealed by the next one and healed from the change log.
+        await w.write({"h:c": frag("h:c", b"c1")}, announce=False)
+        await w.write({"h:b": None})
+        await eventually(lambda: body(cache, "h:c") == b"c1" and body(cache, "h:b") is None)
+
+        # A lost last notice is caught by the revision check.
+        await w.write({"h:d": frag("h:d", b"d1")}, announce=False)
+        await eventually(lambda: body(cache, "h:d") == b"d1")
+
+        # Too far behind for the (capped) log: the snapshot replaces the shard, deletions included.
+        await follower.stop()
+        behind = w.rev
+        await w.write({"h:a": None}, announce=False)
+        for i in range(300):
+            await w.write({f"h:x{i}": frag(f"h:x{i}", b"x")}, announce=False)
+        await w.write({"h:e": frag("h:e", b"e1")})
+        assert await store.log_since(1, behind) is None  # the log was trimmed past it
+        follower._tasks = [asyncio.create_task(follower._drain()), asyncio.create_task(follower._resync())]
+        await eventually(lambda: body(cache, "h:e") == b"e1")
+        assert body(cache, "h:a") is None
+        assert body(cache, "h:x299") == b"x"
+        assert follower.revisions[1] == w.rev
+    finally:
+        await follower.stop()
