@@ -1,5 +1,6 @@
-from shardgate.local.servers import NatsServer, RedisServer
 import redis
+
+from shardgate.local.servers import NatsServer, RedisServer
 
 
 def test_redis_restart_keeps_port(redis_server: RedisServer) -> None:
