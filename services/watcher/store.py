@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from shardgate.adapters.errors import AdapterError
 from shardgate.records import RecordError
@@ -52,7 +52,7 @@ class RedisIndexStore:
         return AsyncRetrying(
             retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError)),
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=0.1, max=3.0),
+            wait=wait_random_exponential(multiplier=0.1, max=3.0),
             reraise=True,
         )
 

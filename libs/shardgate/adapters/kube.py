@@ -34,7 +34,7 @@ import aiohttp
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from shardgate.adapters.errors import AdapterError, PermanentError, TransientError
 
@@ -227,7 +227,7 @@ class KubeClient:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Transient),
             stop=stop_after_attempt(self.retries),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=wait_random_exponential(multiplier=0.1, max=5.0),
             reraise=True,
         ):
             with attempt:
@@ -318,6 +318,9 @@ class KubeClient:
     async def replace(self, res: Resource, namespace: str | None, name: str, body: Obj) -> Obj:
         """PUT: with `metadata.resourceVersion` set, a concurrent writer makes this raise `Conflict`."""
         return await self._retrying(lambda: self._call("PUT", res.path(namespace, name), body=body))
+
+    async def delete(self, res: Resource, namespace: str | None, name: str) -> Obj:
+        return await self._retrying(lambda: self._call("DELETE", res.path(namespace, name)))
 
     async def patch_status(self, res: Resource, namespace: str | None, name: str, status: Obj) -> Obj:
         """Merge-patch the status subresource (`{"status": status}`)."""

@@ -1,0 +1,531 @@
+"""The watcher's one owner of concurrency: follow five kinds, keep caches, publish exact deltas.
+
+Tasks, all started and stopped by `Watcher.run`:
+
+- one *follower* per kind (IngressClass, Ingress, Service, EndpointSlice, Secret): list, then watch from
+  the list's resourceVersion with bookmarks; on 410 Gone list again, on other errors back off and watch
+  again. Followers only update the in-memory caches (what each source contributes now) and enqueue the
+  source key. Every replica does this, leader or not, so a standby's caches are warm when it takes over.
+- `workers` *publishers*: a source always goes to the same worker (per-source order), different sources
+  run in parallel. A worker diffs the source's current contributions against the published index,
+  publishes the deltas, and commits the index (memory, then Redis) once JetStream acked them all. Jobs
+  are coalesced per source: a burst of events on one Ingress publishes its latest state once.
+- the *elector* (Lease). Publishing and status writes happen only while `publishing()` holds: we are the
+  Lease holder and have loaded the index persisted by the previous holder. Gaining the Lease loads that
+  index and re-diffs every synced kind; losing it stops publishing before the next delta goes out.
+- *feedback*: Ingress status and Events, in the background (`status.py`).
+
+The Ingress follower waits for the first IngressClass list, since whether a class-less Ingress is ours
+depends on it; a change of the default IngressClass re-translates the class-less Ingresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry import trace
+
+from shardgate import keys, telemetry
+from shardgate.adapters.kube import (
+    ENDPOINT_SLICE,
+    INGRESS,
+    INGRESS_CLASS,
+    SECRET,
+    SERVICE,
+    Expired,
+    KubeClient,
+    KubeError,
+    Resource,
+)
+from shardgate.keys import SourceKind
+from shardgate.records import Delta
+from shardgate.watcher.index import Change, Index, source_kind_of
+from shardgate.watcher.leader import LeaderElector
+from shardgate.watcher.settings import Settings
+from shardgate.watcher.status import Feedback, wanted_status
+from shardgate.watcher.store import IndexStore
+from shardgate.watcher.translate import (
+    ClassPolicy,
+    IngressClasses,
+    Translation,
+    load_balancer_ingress,
+    translate_endpoint_slice,
+    translate_ingress,
+    translate_secret,
+    translate_service,
+)
+
+log = logging.getLogger(__name__)
+tracer = telemetry.tracer("shardgate.watcher")
+
+Obj = dict[str, Any]
+
+
+class Publisher(Protocol):
+    async def publish(self, delta: Delta, traceparent: str = "") -> int: ...
+
+
+class _NotLeader(Exception):
+    """Leadership ended while a change was being published: drop the job, the next leader redoes it."""
+
+
+@dataclass(slots=True)
+class _Job:
+    source: str
+    observed_ns: int
+    spans: list[trace.Span] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _IngressState:
+    namespace: str
+    name: str
+    admitted: bool
+    load_balancer: list[Obj]
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a success."""
+
+    def __init__(self, initial: float = 0.2, cap: float = 10.0) -> None:
+        self.initial, self.cap, self.attempt = initial, cap, 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.initial * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+
+def _rv_of(obj: Obj) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
+
+
+class Watcher:
+    def __init__(self, settings: Settings, kube: KubeClient, bus: Publisher, store: IndexStore) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.bus = bus
+        self.store = store
+        self.policy = ClassPolicy(settings.ingress_class, settings.controller)
+        self.classes = IngressClasses()
+        self.current: dict[str, Translation] = {}  # source -> what it contributes now (non-empty only)
+        self.ingresses: dict[str, _IngressState] = {}
+        self.classless: dict[str, Obj] = {}  # Ingresses without a class, re-translated if the default moves
+        self.synced: set[SourceKind] = set()
+        self.index = Index()
+        self.published = 0  # deltas acked by JetStream, for tests and metrics
+        self.seen_rv: dict[str, str] = {}  # kind -> last resourceVersion seen (events and bookmarks)
+        self._inflight = 0
+        self._reasons: dict[str, tuple[str, ...]] = {}
+        self._active = False
+        self._epoch = 0
+        self._classes_synced = asyncio.Event()
+        self._queues: list[asyncio.Queue[str]] = [asyncio.Queue() for _ in range(max(1, settings.workers))]
+        self._pending: dict[str, _Job] = {}
+        self._takeover: asyncio.Task[None] | None = None
+        self.elector = LeaderElector(
+            kube,
+            settings.lease_namespace,
+            settings.lease_name,
+            settings.identity,
+            settings.lease_duration,
+            settings.renew_deadline,
+            settings.retry_period,
+            on_change=self._on_leadership,
+        )
+        self.feedback = Feedback(kube, settings.component, allowed=self.publishing)
+
+    def publishing(self) -> bool:
+        return self._active and self.elector.is_leader
+
+    def idle(self) -> bool:
+        """No source waits to be published and none is being published."""
+        return not self._pending and self._inflight == 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled; on the way out give the Lease up so a standby takes over at once."""
+        self.feedback.start()
+        selector = self.settings.secret_field_selector or None
+        tasks = [
+            asyncio.create_task(self.elector.run(), name="watcher-elector"),
+            *(
+                asyncio.create_task(self._work(q), name=f"watcher-worker-{i}")
+                for i, q in enumerate(self._queues)
+            ),
+            self._follow_task("IngressClass", INGRESS_CLASS, self._on_class_list, self._on_class_event),
+            self._follow_task(SourceKind.INGRESS, INGRESS, self._on_ingress_list, self._on_ingress_event),
+            self._follow_task(SourceKind.SERVICE, SERVICE, *self._source_handlers(SourceKind.SERVICE)),
+            self._follow_task(
+                SourceKind.ENDPOINTSLICE, ENDPOINT_SLICE, *self._source_handlers(SourceKind.ENDPOINTSLICE)
+            ),
+            self._follow_task(SourceKind.SECRET, SECRET, *self._source_handlers(SourceKind.SECRET), selector),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self._takeover is not None:
+                self._takeover.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._active = False
+            await self.feedback.stop()
+            await self.elector.release()
+
+    def _follow_task(
+        self,
+        name: str,
+        res: Resource,
+        on_list: Callable[[list[Obj], int], None],
+        on_event: Callable[[str, Obj, int], None],
+        field_selector: str | None = None,
+    ) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            self._follow(name, res, on_list, on_event, field_selector), name=f"watch-{name}"
+        )
+
+    async def _follow(
+        self,
+        name: str,
+        res: Resource,
+        on_list: Callable[[list[Obj], int], None],
+        on_event: Callable[[str, Obj, int], None],
+        field_selector: str | None,
+    ) -> None:
+        if res is INGRESS:
+            await self._classes_synced.wait()
+        backoff = Backoff()
+        rv: str | None = None
+        while True:
+            try:
+                if rv is None:
+                    items, rv = await self.kube.list_raw(res, self.settings.page_size, field_selector)
+                    on_list(items, time.time_ns())
+                    self.seen_rv[name] = rv
+                    log.info("%s: listed %d objects at resourceVersion %s", name, len(items), rv)
+                    backoff.reset()
+                async for etype, obj in self.kube.watch_raw(
+                    res, rv, self.settings.watch_timeout, field_selector
+                ):
+                    observed_ns = time.time_ns()
+                    if etype != "BOOKMARK":
+                        on_event(etype, obj, observed_ns)
+                    rv = _rv_of(obj) or rv
+                    self.seen_rv[name] = rv
+                    backoff.reset()
+            except Expired as exc:
+                log.info("%s: %s; listing again", name, exc)
+                rv = None
+            except KubeError as exc:
+                delay = backoff.next()
+                log.warning("%s: %s; retrying in %.1fs", name, exc, delay)
+                await asyncio.sleep(delay)
+            except Exception:  # a bug in a handler: log it, start over from a fresh list
+                delay = backoff.next()
+                log.exception("%s: unexpected error; listing again in %.1fs", name, delay)
+                rv = None
+                await asyncio.sleep(delay)
+
+    # -- IngressClasses ----------------------------------------------------------------------------
+
+    def _on_class_list(self, items: list[Obj], observed_ns: int) -> None:
+        before = self.classes.default_for(self.policy.controller)
+        self.classes.replace(items)
+        self._classes_synced.set()
+        self._after_class_change(before, observed_ns)
+
+    def _on_class_event(self, etype: str, obj: Obj, observed_ns: int) -> None:
+        before = self.classes.default_for(self.policy.controller)
+        self.classes.apply(etype, obj)
+        self._after_class_change(before, observed_ns)
+
+    def _after_class_change(self, before: bool, observed_ns: int) -> None:
+        if self.classes.default_for(self.policy.controller) == before:
+            return
+        log.info("default IngressClass for %s changed: re-translating %d Ingresses", self.policy.controller,
+                 len(self.classless))  # fmt: skip
+        for obj in list(self.classless.values()):
+            t = self._remember_ingress(obj)
+            self._enqueue(t.source, observed_ns)
+
+    # -- Ingresses ---------------------------------------------------------------------------------
+
+    def _on_ingress_list(self, items: list[Obj], observed_ns: int) -> None:
+        listed = {self._remember_ingress(obj).source for obj in items} - {""}
+        for gone in set(self.ingresses) - listed:
+            self._forget_ingress(gone)
+        self._finish_list(SourceKind.INGRESS, listed, observed_ns)
+        if self.publishing():
+            self._reconcile_status()
+
+    def _on_ingress_event(self, etype: str, obj: Obj, observed_ns: int) -> None:
+        raw_meta = obj.get("metadata")
+        meta: Obj = raw_meta if isinstance(raw_meta, dict) else {}
+        span = tracer.start_span(
+            "watcher.event",
+            attributes={
+                "k8s.kind": "Ingress",
+                "k8s.event.type": etype,
+                "k8s.resource_version": _rv_of(obj),
+                "k8s.creation_timestamp": str(meta.get("creationTimestamp", "")),
+                "k8s.generation": int(meta.get("generation") or 0),
+            },
+        )
+        if etype == "DELETED":
+            source = keys.source_key(SourceKind.INGRESS, str(meta.get("namespace")), str(meta.get("name")))
+            self._forget_ingress(source)
+        else:
+            t = self._remember_ingress(obj)
+            source = t.source
+            span.set_attribute("shardgate.hosts", [keys.unit_name(u) for u in t.contributions])
+        span.set_attribute("k8s.object.key", source)
+        if not source or not meta.get("name"):
+            span.end()
+            return
+        self._enqueue(source, observed_ns, span)
+
+    def _remember_ingress(self, obj: Obj) -> Translation:
+        t = translate_ingress(obj, self.policy, self.classes)
+        if not t.source:
+            self._log_reasons(t, repr(obj.get("metadata"))[:200])
+            return t
+        self._set_current(t)
+        self._log_reasons(t, t.source)
+        _, namespace, name = keys.split_source(t.source)
+        state = _IngressState(namespace, name, t.admitted, load_balancer_ingress(obj))
+        self.ingresses[t.source] = state
+        if t.classless:
+            slim = {k: v for k, v in obj.items() if k != "status"}
+            slim["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+            self.classless[t.source] = slim
+        else:
+            self.classless.pop(t.source, None)
+        if self.publishing():
+            if t.ours:
+                self.feedback.report(obj, t.reasons)
+            self._want_status(state)
+        return t
+
+    def _forget_ingress(self, source: str) -> None:
+        self.current.pop(source, None)
+        self.classless.pop(source, None)
+        self._reasons.pop(source, None)
+        state = self.ingresses.pop(source, None)
+        if state is not None:
+            self.feedback.forget(state.namespace, state.name)
+
+    def _want_status(self, state: _IngressState) -> None:
+        wanted = wanted_status(state.admitted, state.load_balancer, self.settings.status_address)
+        if wanted is not None:
+            self.feedback.want_status(state.namespace, state.name, wanted)
+
+    def _reconcile_status(self) -> None:
+        for state in self.ingresses.values():
+            self._want_status(state)
+
+    # -- Services, EndpointSlices, Secrets ---------------------------------------------------------
+
+    def _source_handlers(
+        self, kind: SourceKind
+    ) -> tuple[Callable[[list[Obj], int], None], Callable[[str, Obj, int], None]]:
+        translate: Callable[[Obj], Translation] = {
+            SourceKind.SERVICE: translate_service,
+            SourceKind.ENDPOINTSLICE: translate_endpoint_slice,
+            SourceKind.SECRET: translate_secret,
+        }[kind]
+        prefix = f"{kind}/"
+
+        def on_list(items: list[Obj], observed_ns: int) -> None:
+            listed: set[str] = set()
+            for obj in items:
+                t = translate(obj)
+                self._log_reasons(t, t.source or repr(obj.get("metadata"))[:200])
+                if t.source:
+                    listed.add(t.source)
+                    self._set_current(t)
+            for gone in [s for s in self.current if s.startswith(prefix) and s not in listed]:
+                del self.current[gone]
+            self._finish_list(kind, listed, observed_ns)
+
+        def on_event(etype: str, obj: Obj, observed_ns: int) -> None:
+            t = translate(obj)
+            if not t.source:
+                self._log_reasons(t, repr(obj.get("metadata"))[:200])
+                return
+            if etype == "DELETED":
+                self.current.pop(t.source, None)
+                self._reasons.pop(t.source, None)
+            else:
+                self._log_reasons(t, t.source)
+                self._set_current(t)
+            span = tracer.start_span(
+                "watcher.event",
+                attributes={
+                    "k8s.kind": str(kind),
+                    "k8s.event.type": etype,
+                    "k8s.object.key": t.source,
+                    "k8s.resource_version": t.rv,
+                },
+            )
+            self._enqueue(t.source, observed_ns, span)
+
+        return on_list, on_event
+
+    # -- shared cache plumbing ---------------------------------------------------------------------
+
+    def _set_current(self, t: Translation) -> None:
+        if t.contributions:
+            self.current[t.source] = t
+        else:
+            self.current.pop(t.source, None)
+
+    def _log_reasons(self, t: Translation, key: str) -> None:
+        reasons = tuple(t.reasons)
+        if self._reasons.get(t.source) == reasons:
+            return
+        if t.source:
+            self._reasons[t.source] = reasons
+        for reason in reasons:
+            log.warning("%s: %s", key, reason)
+
+    def _finish_list(self, kind: SourceKind, listed: set[str], observed_ns: int) -> None:
+        """After a (re-)list: diff every source of the kind, including those only the index knows."""
+        self.synced.add(kind)
+        if not self.publishing():
+            return
+        prefix = f"{kind}/"
+        known = {s for s in self.current if s.startswith(prefix)}
+        for source in sorted(listed | known | self.index.sources(kind)):
+            self._enqueue(source, observed_ns)
+
+    # -- leadership --------------------------------------------------------------------------------
+
+    def _on_leadership(self, leading: bool) -> None:
+        self._epoch += 1
+        self._active = False
+        if self._takeover is not None:
+            self._takeover.cancel()
+            self._takeover = None
+        if leading:
+            self._takeover = asyncio.create_task(self._take_over(), name="watcher-takeover")
+
+    async def _take_over(self) -> None:
+        """Load what the previous holder published, then diff everything we know against it."""
+        backoff = Backoff()
+        while self.elector.is_leader:
+            try:
+                entries = await self.store.load()
+                break
+            except Exception as exc:  # StoreError; keep trying while we hold the Lease
+                log.warning("loading the published index: %s", exc)
+                await asyncio.sleep(backoff.next())
+        else:
+            return
+        self.index = Index(entries)
+        self._active = True
+        now = time.time_ns()
+        log.info("leading: %d sources in the published index; re-diffing %s", len(entries),
+                 ", ".join(sorted(self.synced)))  # fmt: skip
+        for kind in sorted(self.synced):
+            prefix = f"{kind}/"
+            for source in sorted(
+                {s for s in self.current if s.startswith(prefix)} | self.index.sources(kind)
+            ):
+                self._enqueue(source, now)
+        self._reconcile_status()
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    def _enqueue(self, source: str, observed_ns: int, span: trace.Span | None = None) -> None:
+        job = self._pending.get(source)
+        if job is None:
+            job = self._pending[source] = _Job(source, observed_ns)
+            self._queues[keys.stable_hash64(source) % len(self._queues)].put_nowait(source)
+        if span is not None:
+            job.spans.append(span)
+
+    async def _work(self, queue: asyncio.Queue[str]) -> None:
+        while True:
+            source = await queue.get()
+            job = self._pending.pop(source, None)
+            if job is None:
+                continue
+            self._inflight += 1
+            try:
+                await self._process(job)
+            finally:
+                self._inflight -= 1
+                for span in job.spans:
+                    span.end()
+
+    async def _process(self, job: _Job) -> None:
+        backoff = Backoff()
+        while self.publishing() and source_kind_of(job.source) in self.synced:
+            epoch = self._epoch
+            t = self.current.get(job.source)
+            change = self.index.diff(
+                job.source, t.rv if t else "", t.contributions if t else None, job.observed_ns
+            )
+            if not change.deltas and change.entry == self.index.get(job.source):
+                return
+            try:
+                await self._publish(change, job.spans[0] if job.spans else None)
+                if epoch != self._epoch:
+                    return
+                await self.store.save(job.source, change.entry)
+                if epoch != self._epoch:
+                    return
+                self.index.commit(change)
+                return
+            except _NotLeader:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS or Redis trouble: retry the (re-diffed) change while leading
+                delay = backoff.next()
+                log.warning("%s: publishing failed (%s); retrying in %.1fs", job.source, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _publish(self, change: Change, parent: trace.Span | None) -> None:
+        if not change.deltas:
+            return
+        own_span = None
+        if parent is None:
+            own_span = parent = tracer.start_span(
+                "watcher.resync", attributes={"k8s.object.key": change.source}
+            )
+        ctx = trace.set_span_in_context(parent)
+        try:
+            await asyncio.gather(*(self._publish_one(d, ctx) for d in change.deltas))
+        finally:
+            if own_span is not None:
+                own_span.end()
+
+    async def _publish_one(self, delta: Delta, ctx: Any) -> None:
+        if not self.publishing():
+            raise _NotLeader(delta.unit)
+        shard = keys.shard_of(delta.unit, self.settings.shards)
+        with tracer.start_as_current_span(
+            "watcher.publish",
+            context=ctx,
+            attributes={
+                "shardgate.unit": delta.unit,
+                "shardgate.shard": shard,
+                "shardgate.tombstone": delta.body is None,
+            },
+        ) as span:
+            seq = await self.bus.publish(delta, telemetry.traceparent())
+            span.set_attribute("messaging.nats.stream_sequence", seq)
+        self.published += 1

@@ -1,0 +1,145 @@
+"""What users see of the watcher's decisions: Ingress status and Events.
+
+An admitted Ingress (our class, at least one valid host) gets `status.loadBalancer.ingress` set to the
+configured address; an Ingress that stops being ours has it cleared — but only if it holds exactly what
+we write, so we never erase another controller's status. Writes happen only when the observed status
+differs from the wanted one: our own status write comes back as a watch event whose contributions are
+unchanged, so it produces no delta and, now matching, no further write. That is what keeps the loop
+closed.
+
+Rejections of an Ingress (a bad rule, a bad path) are reported as Warning Events, once per distinct set
+of reasons per Ingress, so an unchanged bad Ingress does not produce an Event on every resync.
+
+`Feedback` owns one background task; callers only state what they want (`want_status`, `report`),
+latest wins per Ingress, and nothing here blocks the delta path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shardgate.adapters.kube import KubeError, NotFound, Transient
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class FeedbackApi(Protocol):
+    async def patch_ingress_status(self, namespace: str, name: str, load_balancer: Obj) -> Obj: ...
+
+    async def create_event(
+        self, involved: Obj, reason: str, message: str, component: str, now: str
+    ) -> Obj: ...
+
+
+def load_balancer_entry(address: str) -> list[Obj]:
+    """`[{"ip": address}]` for an IP address, `[{"hostname": address}]` otherwise."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return [{"hostname": address}]
+    return [{"ip": address}]
+
+
+def wanted_status(admitted: bool, current: list[Obj], address: str) -> list[Obj] | None:
+    """The `status.loadBalancer.ingress` to write, or None when the current one is right (or not ours)."""
+    if not address:
+        return None
+    target = load_balancer_entry(address)
+    if admitted:
+        return target if current != target else None
+    return [] if current == target else None
+
+
+class Feedback:
+    """Writes Ingress status and Events in the background, latest wish per Ingress wins."""
+
+    def __init__(
+        self,
+        api: FeedbackApi,
+        component: str,
+        allowed: Callable[[], bool],
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.api = api
+        self.component = component
+        self.allowed = allowed  # only the leader writes
+        self.retry_delay = retry_delay
+        self._status: dict[tuple[str, str], list[Obj]] = {}
+        self._events: dict[tuple[str, str], tuple[Obj, str]] = {}
+        self._reported: dict[tuple[str, str], str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="watcher-feedback")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def want_status(self, namespace: str, name: str, load_balancer_ingress: list[Obj]) -> None:
+        self._status[(namespace, name)] = load_balancer_ingress
+        self._wake.set()
+
+    def report(self, obj: Obj, reasons: list[str]) -> None:
+        """A Warning Event on `obj` listing `reasons`, unless exactly these were reported already."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        message = "; ".join(reasons)
+        if self._reported.get(key) == message:
+            return
+        if not reasons:
+            self._reported.pop(key, None)
+            return
+        self._events[key] = (obj, message)
+        self._wake.set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The Ingress is gone: drop what we meant to write about it."""
+        key = (namespace, name)
+        self._status.pop(key, None)
+        self._events.pop(key, None)
+        self._reported.pop(key, None)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.allowed():
+                self._status.clear()
+                self._events.clear()
+                continue
+            failed = False
+            while self._status and self.allowed():
+                key, lb = self._status.popitem()
+                try:
+                    await self.api.patch_ingress_status(key[0], key[1], {"ingress": lb or None})
+                except NotFound:
+                    pass
+                except KubeError as exc:
+                    log.warning("status of ingress %s/%s not written: %s", key[0], key[1], exc)
+                    if isinstance(exc, Transient):
+                        self._status.setdefault(key, lb)
+                        failed = True
+                        break
+            while self._events and self.allowed() and not failed:
+                key, (obj, message) = self._events.popitem()
+                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                try:
+                    await self.api.create_event(obj, "Rejected", message, self.component, now)
+                    self._reported[key] = message
+                except KubeError as exc:
+                    log.warning("event for ingress %s/%s not written: %s", key[0], key[1], exc)
+            if failed:
+                await asyncio.sleep(self.retry_delay)
+                self._wake.set()
