@@ -125,6 +125,7 @@ class Watcher:
         self.index = Index()
         self.published = 0  # deltas acked by JetStream, for tests and metrics
         self.seen_rv: dict[str, str] = {}  # kind -> last resourceVersion seen (events and bookmarks)
+        self.lists: dict[str, int] = {}  # kind -> complete lists so far (1 + re-lists)
         self._inflight = 0
         self._reasons: dict[str, tuple[str, ...]] = {}
         self._active = False
@@ -214,6 +215,7 @@ class Watcher:
                     items, rv = await self.kube.list_raw(res, self.settings.page_size, field_selector)
                     on_list(items, time.time_ns())
                     self.seen_rv[name] = rv
+                    self.lists[name] = self.lists.get(name, 0) + 1
                     log.info("%s: listed %d objects at resourceVersion %s", name, len(items), rv)
                     backoff.reset()
                 async for etype, obj in self.kube.watch_raw(
@@ -393,10 +395,12 @@ class Watcher:
 
     def _log_reasons(self, t: Translation, key: str) -> None:
         reasons = tuple(t.reasons)
-        if self._reasons.get(t.source) == reasons:
+        if self._reasons.get(t.source, ()) == reasons:
             return
-        if t.source:
+        if t.source and reasons:
             self._reasons[t.source] = reasons
+        else:
+            self._reasons.pop(t.source, None)
         for reason in reasons:
             log.warning("%s: %s", key, reason)
 
