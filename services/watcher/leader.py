@@ -121,7 +121,8 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         if holder and holder != self.identity:
-            record = (holder, spec.get("renewTime"), spec.get("acquireTime"), spec.get("leaseTransitions"))
+            # Any write bumps the resourceVersion, so a renewal counts even if the clocks are coarse.
+            record = (holder, spec.get("renewTime"), (lease.get("metadata") or {}).get("resourceVersion"))
             if record != self._observed:
                 self._observed, self._observed_at = record, started
             duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)

@@ -1,0 +1,112 @@
+"""The Lease elector against an in-memory Lease API with optimistic concurrency and a fake clock."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shardgate.adapters.kube import Conflict, Transient
+from shardgate.watcher.leader import LeaderElector
+
+
+class FakeLeases:
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.rv = 0
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise Transient("down")
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check()
+        return copy.deepcopy(self.lease)
+
+    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        if self.lease is not None:
+            raise Conflict("exists")
+        self.rv += 1
+        self.lease = {
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(self.rv)},
+            "spec": spec,
+        }
+        return copy.deepcopy(self.lease)
+
+    async def update_lease(self, lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        assert self.lease is not None
+        if lease["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
+            raise Conflict("stale")
+        self.rv += 1
+        self.lease = {"metadata": {**self.lease["metadata"], "resourceVersion": str(self.rv)}, "spec": spec}
+        return copy.deepcopy(self.lease)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def elector(api: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
+    return LeaderElector(
+        api, "ns", "lease", identity, lease_duration=15, renew_deadline=10, retry_period=2,
+        monotonic=clock, wall=lambda: datetime(2024, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+
+
+async def test_acquire_renew_and_take_over_after_expiry() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew()
+    assert api.lease is not None and api.lease["spec"]["holderIdentity"] == "a"
+    assert api.lease["spec"]["leaseTransitions"] == 0
+    assert not await b.try_acquire_or_renew()  # fresh: b first notes when it saw the record
+    clock.t += 14
+    assert not await b.try_acquire_or_renew()  # unchanged for 14 s < 15 s
+    clock.t += 2
+    assert await b.try_acquire_or_renew()  # unchanged for 16 s: taken
+    assert api.lease["spec"]["holderIdentity"] == "b" and api.lease["spec"]["leaseTransitions"] == 1
+
+
+async def test_renewals_keep_a_standby_out() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew()
+    for _ in range(20):
+        assert not await b.try_acquire_or_renew()
+        clock.t += 2
+        assert await a.try_acquire_or_renew()
+
+
+async def test_holder_stops_leading_at_its_renew_deadline() -> None:
+    api, clock = FakeLeases(), Clock()
+    a = elector(api, clock, "a")
+    assert await a.try_acquire_or_renew()
+    a._set_leading(True)
+    api.down = True
+    clock.t += 9.9
+    assert a.is_leader
+    clock.t += 0.2
+    assert not a.is_leader  # 10 s after the last renewal, before any standby may take over (15 s)
+
+
+async def test_release_hands_over_at_once() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew()
+    await a.release()
+    assert api.lease is not None and api.lease["spec"]["holderIdentity"] == ""
+    assert await b.try_acquire_or_renew()  # released: taken at once
+
+
+def test_timings_must_nest() -> None:
+    with pytest.raises(ValueError):
+        LeaderElector(FakeLeases(), "ns", "l", "a", lease_duration=5, renew_deadline=6, retry_period=1)
