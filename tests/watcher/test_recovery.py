@@ -134,3 +134,16 @@ async def settle_standby(env: Env, r: Any) -> None:
     await wait_until(
         lambda: all(int(v) >= target for v in r.watcher.seen_rv.values()), what="standby caught up"
     )
+
+
+async def test_410_on_open_watches_relists_and_publishes_nothing_unchanged(
+    env: Env, start_watcher: StartWatcher
+) -> None:
+    w = await _seed(env, start_watcher)
+    before = dict(w.watcher.lists)
+    env.api.store.compact(expire_watchers=True)  # every open watch gets the 410 ERROR event
+    await wait_until(
+        lambda: all(w.watcher.lists[k] > n for k, n in before.items()), what="every kind to list again"
+    )
+    await settle(env, w.watcher)
+    assert env.log.new() == []
