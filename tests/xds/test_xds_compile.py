@@ -9,6 +9,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
 from shardgate.keys import host_unit, secret_unit, service_unit
 from shardgate.model import (
     Backend,

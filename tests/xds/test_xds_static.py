@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+
 from shardgate.xds import types
 from shardgate.xds.bootstrap import ADS_CLUSTER, bootstrap
 from shardgate.xds.listeners import static_resources
