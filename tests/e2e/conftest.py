@@ -87,7 +87,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             services.append(svc)
             echoes[name] = port
         env = E2E(stack, echoes)
-        env.kubectl("create", "namespace", "shop")
+        env.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
         env.apply("\n---\n".join(backend_yaml(n, p) for n, p in echoes.items()))
         yield env
     finally:

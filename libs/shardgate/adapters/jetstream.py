@@ -160,7 +160,7 @@ class ShardConsumer:
     async def fetch(self, batch: int = 256, timeout: float = 1.0) -> list[DeltaMessage]:
         try:
             msgs = await self.sub.fetch(batch, timeout=timeout)
-        except NatsTimeoutError:
+        except (TimeoutError, NatsTimeoutError):  # nothing to fetch: the normal idle case
             return []
         except _TRANSIENT as exc:
             raise TransientError(f"shard {self.shard}: fetch failed: {exc}") from exc

@@ -10,6 +10,7 @@ scope already chose the host.
 from __future__ import annotations
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2
+from google.protobuf import wrappers_pb2
 
 from shardgate.merge import HostConfig, Route
 from shardgate.model import PathType
@@ -45,5 +46,9 @@ def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
     return scoped_route_pb2.ScopedRouteConfiguration(
         name=name,
         key=key,
-        route_configuration=route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost]),
+        # Inline route configurations are cluster-validated by default (RDS ones are not): a host whose
+        # Service has not been compiled yet would be NACKed. Unknown clusters answer 503 instead.
+        route_configuration=route_pb2.RouteConfiguration(
+            name=name, virtual_hosts=[vhost], validate_clusters=wrappers_pb2.BoolValue(value=False)
+        ),
     )
