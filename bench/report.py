@@ -117,7 +117,8 @@ def runs_list(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
         v = run["versions"]
         out.append(
             f"- **[{tag}]** `{run['command']}` — {run['started']} → {run.get('finished', '(unfinished)')}, "
-            f"raw results `{_rel(path)}`. {m['cpu']}, {m['cores']} cores, "
+            f"raw results in `{_rel(path)}` on the machine that ran it (git ignores `bench/results/`). "
+            f"{m['cpu']}, {m['cores']} cores, "
             f"{m['memory_gb']} GB, Linux {m['kernel']}, Python {m['python']}; {v['envoy']}; {v['nginx']}. "
             f"Load average at start {', '.join(f'{x:.2f}' for x in m['loadavg'])}"
             + (f", at end {', '.join(f'{x:.2f}' for x in m['loadavg_end'])}" if "loadavg_end" in m else "")
