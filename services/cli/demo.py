@@ -147,7 +147,7 @@ async def demo(args: argparse.Namespace, console: Console) -> int:
             console.print((await kubectl(binary, kubeconfig, "apply", "-f", str(backends))).rstrip())
             started_ns = time.time_ns()
             console.print((await kubectl(binary, kubeconfig, "apply", "-f", str(ingresses))).rstrip())
-            applied = time.monotonic()
+            applied, applied_ns = time.monotonic(), time.time_ns()
             activations = await asyncio.gather(
                 *(
                     wait_for_backend(session, gateway, p.host, p.path, p.backend, applied, args.timeout)
@@ -188,14 +188,27 @@ async def demo(args: argparse.Namespace, console: Console) -> int:
             )
         console.print(table)
 
+        # The trace of one host; and of every host that did not activate, since it shows where it stuck
+        # (a NACK carries Envoy's reason).
         otlp_http = (state.get("otlp") or {}).get("http")
-        view = await newest_trace(HOST_A, otlp_http, directory, started_ns)
-        if view is None:
-            console.print(
-                f"[yellow]no trace of {HOST_A} from this run yet (is the pipeline exporting spans?)[/yellow]"
-            )
-        else:
-            render_timeline(console, HOST_A, build_timeline(view))
+        stuck = [p.host for p, (took, _) in zip(ACTIVATION_PROBES, activations, strict=True) if took is None]
+        for host in dict.fromkeys([HOST_A, *stuck]):
+            view = await newest_trace(host, otlp_http, directory, started_ns)
+            if view is None:
+                console.print(f"[yellow]no trace of {host} from this run (are spans exported?)[/yellow]")
+            else:
+                timeline = build_timeline(view)
+                render_timeline(console, host, timeline)
+                # Where the trace sits against the wall clock of the demo: what happens before the
+                # watcher's first span (the API's watch delivery) or after the ACK is not in the trace.
+                began = (view.start_ns - applied_ns) / 1e6
+                took = {p.host: a[0] for p, a in zip(ACTIVATION_PROBES, activations, strict=True)}
+                answered = took.get(host)
+                console.print(
+                    f"the trace began {began:+,.1f} ms from `kubectl apply` returning and ended "
+                    f"{began + timeline.total_ms:+,.1f} ms from it; first correct answer at "
+                    + (f"{answered * 1000:+,.1f} ms" if answered is not None else "never")
+                )
         if args.hold:
             console.print(
                 f"backends stay up; try: curl -H 'Host: {HOST_B}' http://{gateway}/exact   (Ctrl-C ends)"

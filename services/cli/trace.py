@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("trace", help="timeline of the newest change to a host")
-    parser.add_argument("host")
+    parser = subparsers.add_parser("trace", help="timeline of the newest change to a host (or unit)")
+    parser.add_argument("host", help="a host (shop.example.com) or a unit key (h:shop.example.com, s:ns/svc)")
     parser.add_argument(
         "--otlp-http", help="the OTLP receiver's HTTP API (default: from the stack's state.json)"
     )

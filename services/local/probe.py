@@ -56,7 +56,8 @@ async def wait_for_backend(
     since: float,
     timeout: float = 30.0,
 ) -> tuple[float | None, Answer]:
-    """Poll until `host`+`path` is answered 200 by `backend` (or, with backend None, until it is NOT).
+    """Poll until `host`+`path` is answered 200 by `backend` (with backend None: until the gateway
+    itself answers 404, i.e. it has no route for it; a 503 from a route to a dead backend is not that).
 
     Returns (seconds from `since`, a `time.monotonic()` value, to the first such answer, or None on
     timeout; the last answer seen).
@@ -64,8 +65,11 @@ async def wait_for_backend(
     deadline = time.monotonic() + timeout
     while True:
         answer = await ask(session, gateway, host, path)
-        reached = answer.status == 200 and answer.backend == backend
-        if reached if backend is not None else answer.backend is None:
+        if backend is not None:
+            reached = answer.status == 200 and answer.backend == backend
+        else:
+            reached = answer.status == 404 and answer.backend is None
+        if reached:
             return time.monotonic() - since, answer
         if time.monotonic() > deadline:
             return None, answer

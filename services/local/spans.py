@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,19 @@ def span_names_host(span: Span, host: str) -> bool:
     return False
 
 
+def is_unit_key(value: str) -> bool:
+    """`s:demo/echo-a` is a unit key; `shop.test:8080` and `shop.test` are hosts."""
+    return len(value) > 2 and value[1] == ":" and value[0].isalpha() and not value[2].isdigit()
+
+
+def span_names_unit(span: Span, unit: str) -> bool:
+    for name in UNIT_ATTRIBUTES:
+        value = span.attributes.get(name)
+        if value == unit or (isinstance(value, list) and unit in value):
+            return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class TraceView:
     """A trace's own spans plus spans of other traces (batches) that link to it."""
@@ -248,15 +261,21 @@ class SpanStore:
 
         A trace of one lone span (an event the watcher saw and found nothing to publish for, such as
         its own status write-back) is not a change: it is returned only when nothing else names the host.
+        `host` may also be a unit key (`h:<host>`, `s:<namespace>/<service>`, ...): see `names_unit`.
         """
+        if is_unit_key(host):
+            if host.startswith("h:"):
+                return self.newest_for_host(host[2:])
+            return self._newest(lambda s: span_names_unit(s, host))
         wanted = normalize_host(host)
+        return self._newest(lambda s: span_names_host(s, wanted))
+
+    def _newest(self, matches: Callable[[Span], bool]) -> TraceView | None:
         best: TraceView | None = None
         best_rank = (False, 0)
         for trace_id, spans in self._traces.items():
             linking = self._linking.get(trace_id, [])
-            if any(span_names_host(s, wanted) for s in spans) or any(
-                span_names_host(s, wanted) for s in linking
-            ):
+            if any(matches(s) for s in spans) or any(matches(s) for s in linking):
                 view = self.trace(trace_id)
                 if view is None:
                     continue

@@ -104,6 +104,11 @@ def test_timeline_ends_at_the_ack() -> None:
     assert [r.offset_ms for r in timeline.rows] == [0.0, 1.0, 4.0, 9.0, 10.0, 14.5]
     assert [r.linked for r in timeline.rows] == [False, False, True, False, False, False]
     assert timeline.acked and timeline.total_ms == 14.0
+    # A unit key finds the same change; a host with a port or in another case does too.
+    for key in ("h:shop.test", "SHOP.test:80"):
+        found = store.newest_for_host(key)
+        assert found is not None and found.trace_id == CHANGE.hex()
+    assert store.newest_for_host("s:demo/echo") is None
     # Without an ACK the total runs to the last span.
     unacked = TraceView(view.trace_id, tuple(s for s in view.spans if s.name != "envoy.ack"), view.linked)
     assert build_timeline(unacked).total_ms == 20.0 and not build_timeline(unacked).acked
