@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,servers]'
+	# xds-protos ships an old copy of opentelemetry/proto/** that overwrites opentelemetry-proto's (the
+	# OTLP exporter then fails to import): put the real one back on top.
+	$(BIN)/pip install -q --force-reinstall --no-deps "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+	$(BIN)/python -c 'from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter'
 	@touch $@
 
 $(ENVOY):

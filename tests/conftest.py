@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shardgate.local.servers import NatsServer, RedisServer
+from shardgate.telemetry import setup_tracing
 
 
 @pytest.fixture
@@ -24,3 +27,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop(kill=True)
+
+
+_EXPORTER: InMemorySpanExporter | None = None
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """This test's finished spans: the process-wide tracer provider (set once) records them in memory."""
+    global _EXPORTER
+    if _EXPORTER is None:
+        _EXPORTER = InMemorySpanExporter()
+        setup_tracing("shardgate-tests").add_span_processor(SimpleSpanProcessor(_EXPORTER))
+    _EXPORTER.clear()
+    return _EXPORTER

@@ -28,6 +28,10 @@ def setup_tracing(service_name: str) -> TracerProvider:
     global _provider
     if _provider is not None:
         return _provider
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):  # installed by the embedding program: the global is set once
+        _provider = existing
+        return existing
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"

@@ -15,7 +15,6 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shardgate.adapters.jetstream import DeltaBus
@@ -23,24 +22,11 @@ from shardgate.adapters.kube import KubeClient
 from shardgate.kubeapi.server import ApiServer, ServerConfig
 from shardgate.local.servers import NatsServer, RedisServer
 from shardgate.records import Delta
-from shardgate.telemetry import setup_tracing
 from shardgate.watcher.service import Watcher
 from shardgate.watcher.settings import Settings
 from shardgate.watcher.store import RedisIndexStore
 
 STATUS_ADDRESS = "10.9.8.7"
-_EXPORTER: InMemorySpanExporter | None = None
-
-
-@pytest.fixture
-def spans() -> InMemorySpanExporter:
-    """Finished spans of this test (the process-wide tracer provider, recording in memory)."""
-    global _EXPORTER
-    if _EXPORTER is None:
-        _EXPORTER = InMemorySpanExporter()
-        setup_tracing("shardgate-watcher-tests").add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    _EXPORTER.clear()
-    return _EXPORTER
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
