@@ -42,13 +42,13 @@ def acked(node_id: str, sent: Sent, shard_of: Callable[[str], int | None], super
             "xds.nonce": sent.nonce,
             "xds.resource_names": _bounded(sent.names),
             "xds.resource_count": len(sent.names),
-            "shardgate.unit": unit,
+            "sg.unit": unit,
         }
         if superseded:
             attributes["xds.superseded"] = True
         shard = shard_of(unit)
         if shard is not None:
-            attributes["shardgate.shard"] = shard
+            attributes["sg.shard"] = shard
         span = _tracer.start_span(
             "envoy.ack", context=context_from(traceparent), start_time=sent.sent_ns, attributes=attributes
         )
@@ -78,7 +78,7 @@ def nacked(node_id: str, sent: Sent, message: str) -> None:
                 "xds.type_url": sent.type_url,
                 "xds.nonce": sent.nonce,
                 "xds.resource_names": _bounded(sent.names),
-                "shardgate.unit": unit,
+                "sg.unit": unit,
                 "envoy.error": message[:1024],
             },
         )

@@ -291,7 +291,7 @@ class Watcher:
         else:
             t = self._remember_ingress(obj)
             source = t.source
-            span.set_attribute("shardgate.hosts", [keys.unit_name(u) for u in t.contributions])
+            span.set_attribute("sg.hosts", [keys.unit_name(u) for u in t.contributions])
         span.set_attribute("k8s.object.key", source)
         if not source or not meta.get("name"):
             span.end()
@@ -525,11 +525,13 @@ class Watcher:
             "watcher.publish",
             context=ctx,
             attributes={
-                "shardgate.unit": delta.unit,
-                "shardgate.shard": shard,
-                "shardgate.tombstone": delta.body is None,
+                "sg.unit": delta.unit,
+                "sg.shard": shard,
+                "sg.tombstone": delta.body is None,
             },
         ) as span:
+            if keys.unit_kind(delta.unit) is keys.UnitKind.HOST:
+                span.set_attribute("sg.host", keys.unit_name(delta.unit))
             seq = await self.bus.publish(delta, telemetry.traceparent())
             span.set_attribute("messaging.nats.stream_sequence", seq)
         self.published += 1

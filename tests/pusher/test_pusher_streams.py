@@ -108,7 +108,7 @@ def test_ack_ends_one_span_per_trace(spans: InMemorySpanExporter) -> None:
     assert attrs["envoy.node_id"] == "gw-1"
     assert attrs["xds.nonce"] == resp.nonce
     assert attrs["xds.resource_names"] == ("host:a",)
-    assert attrs["shardgate.unit"] == "h:a"
+    assert attrs["sg.unit"] == "h:a"
     assert span.end_time is not None and span.start_time is not None and span.end_time >= span.start_time
 
 

@@ -47,16 +47,16 @@ async def test_ingress_lifecycle_publishes_exact_deltas(
     event = next(s for s in finished if s.name == "watcher.event" and s.attributes["k8s.object.key"] == ING)
     assert event.attributes["k8s.event.type"] == "ADDED"
     assert event.attributes["k8s.creation_timestamp"] and event.attributes["k8s.generation"] == 1
-    assert set(event.attributes["shardgate.hosts"]) == {"a.example.com", "b.example.com"}
+    assert set(event.attributes["sg.hosts"]) == {"a.example.com", "b.example.com"}
     publishes = [
         s for s in finished if s.name == "watcher.publish" and s.parent.span_id == event.context.span_id
     ]
-    assert {s.attributes["shardgate.unit"] for s in publishes} == {
+    assert {s.attributes["sg.unit"] for s in publishes} == {
         host("a.example.com"),
         host("b.example.com"),
     }
     for s in publishes:
-        assert s.attributes["shardgate.shard"] == keys.shard_of(s.attributes["shardgate.unit"])
+        assert s.attributes["sg.shard"] == keys.shard_of(s.attributes["sg.unit"])
     assert {m.traceparent.split("-")[2] for m in new} == {f"{s.context.span_id:016x}" for s in publishes}
 
     # The status write comes back as a watch event; it must not produce deltas (nor another write).
