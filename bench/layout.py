@@ -14,7 +14,10 @@ Two xDS layouts, each served by shardgate's own ResourceCache and Delta ADS serv
 The state is bulk-loaded straight into the cache (no watcher, NATS, compiler or Redis: those are not in
 this measurement) before Envoy connects; the load time is Envoy's start until the last host answers.
 Then each sample adds one new host (or edits an existing one) and times from building its resources to
-the first 200 from the echo backend through Envoy on a fresh connection. Envoy runs with
+the first 200 from the echo backend through Envoy on a fresh connection. Each change carries a trace, so
+the pusher's own `envoy.ack` span splits the time into: until the push is sent (build, apply, the
+stream's hold-off), push to Envoy's ACK (Envoy applying it), and ACK to the first 200 (negative when the
+route served before the ACK reached the pusher). Envoy runs with
 `--concurrency 1`, as the tests and the local stack run it.
 
     .venv/bin/python -m bench.layout --layout scoped -n 1000
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +41,10 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import any_pb2
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench import common
 from shardgate.keys import SourceKind, host_unit, service_unit, source_key
@@ -56,6 +64,31 @@ LAYOUTS = ("scoped", "whole-table")
 TABLE_NAME = "all-hosts"
 TABLE_UNIT = "bench:whole-table"  # the cache only needs a non-empty owner for the one big resource
 PAUSE = 0.02  # between samples, so one change's push never overlaps the next
+
+
+_ACKS = InMemorySpanExporter()
+
+
+def trace_acks() -> None:
+    """Receive the pusher's own `envoy.ack` spans: they time each push from sending it to Envoy's ACK."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_ACKS))
+        trace.set_tracer_provider(provider)
+
+
+def new_traceparent() -> tuple[str, int]:
+    trace_id = random.getrandbits(128) or 1
+    return f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-01", trace_id
+
+
+def ack_span(trace_id: int) -> tuple[int, int] | None:
+    """(sent, acked) in epoch ns of the push that carried the change traced as `trace_id`."""
+    for span in _ACKS.get_finished_spans():
+        if span.context is not None and span.context.trace_id == trace_id and span.name == "envoy.ack":
+            assert span.start_time is not None and span.end_time is not None
+            return span.start_time, span.end_time
+    return None
 
 
 def service_fragment(name: str, echo_port: int) -> Fragment:
@@ -209,41 +242,62 @@ async def measure(layout: str, n: int, adds: int, edits: int, workdir: Path) -> 
         result["build_s"] = round(build_s, 3)
         result["rss_loaded_mb"] = round(common.rss_mb(envoy.proc.pid), 1)
 
-        def add(k: int) -> tuple[str, str, str]:
+        Change = tuple[dict[str, Fragment | None], str, str, str]  # cache changes, host, path, backend
+
+        def add(k: int) -> Change:
             host = common.new_host_name(k)
             routes = common.host_routes(n + k, host)
             if layout == "scoped":
-                cache.apply({host_unit(host): compile_unit(host_unit(host), host_contribution(routes))})
-            else:
-                table.put(routes, host)
-                cache.apply({TABLE_UNIT: table.fragment()})
-            return host, common.PROBE_PATH, common.ECHO_MAIN
+                return {host_unit(host): compile_unit(host_unit(host), host_contribution(routes))}, host, \
+                    common.PROBE_PATH, common.ECHO_MAIN  # fmt: skip
+            table.put(routes, host)
+            return {TABLE_UNIT: table.fragment()}, host, common.PROBE_PATH, common.ECHO_MAIN
 
-        def edit(k: int) -> tuple[str, str, str]:
+        def edit(k: int) -> Change:
             i = (k * 7919) % n  # spread the edits over the table
             host = common.host_name(i)
             routes = common.host_routes(i, host, edited=True)
             if layout == "scoped":
-                cache.apply({host_unit(host): compile_unit(host_unit(host), host_contribution(routes))})
-            else:
-                table.put(routes, host)
-                cache.apply({TABLE_UNIT: table.fragment()})
-            return host, common.EDIT_PROBE_PATH, common.ECHO_EDIT
+                return {host_unit(host): compile_unit(host_unit(host), host_contribution(routes))}, host, \
+                    common.EDIT_PROBE_PATH, common.ECHO_EDIT  # fmt: skip
+            table.put(routes, host)
+            return {TABLE_UNIT: table.fragment()}, host, common.EDIT_PROBE_PATH, common.ECHO_EDIT
 
-        async def timed(change: Callable[[int], tuple[str, str, str]], k: int) -> float:
+        stages: dict[str, dict[str, list[float]]] = {}
+
+        async def timed(kind: str, change: Callable[[int], Change], k: int) -> float:
             await asyncio.sleep(PAUSE)
-            t0 = time.perf_counter()
-            host, path, backend = change(k)
+            traceparent, trace_id = new_traceparent()
+            t0, t0_ns = time.perf_counter(), time.time_ns()
+            changes, host, path, backend = change(k)
+            cache.apply(changes, {unit: traceparent for unit in changes})
             done = await common.wait_answered(http_port, host, path, backend)
+            served_ns = t0_ns + (done - t0) * 1e9
+            for _ in range(200):  # Envoy may answer with the new route before its ACK reaches the pusher
+                acked = ack_span(trace_id)
+                if acked is not None:
+                    sent, ack = acked
+                    by_stage = stages.setdefault(kind, {})
+                    by_stage.setdefault("to_push", []).append((sent - t0_ns) / 1e6)
+                    by_stage.setdefault("push_to_ack", []).append((ack - sent) / 1e6)
+                    by_stage.setdefault("ack_to_served", []).append((served_ns - ack) / 1e6)
+                    break
+                await asyncio.sleep(0.005)
             return (done - t0) * 1000
 
+        trace_acks()
         # The first change after a bulk load is a known one-off outlier in Envoy (notes/facts.md): it is
         # reported on its own, not mixed into the distribution of steady-state changes.
-        result["first_add_ms"] = round(await timed(add, 0), 3)
-        add_ms = [await timed(add, k) for k in range(1, adds + 1)]
-        edit_ms = [await timed(edit, k) for k in range(edits)]
+        result["first_add_ms"] = round(await timed("first", add, 0), 3)
+        add_ms = [await timed("add", add, k) for k in range(1, adds + 1)]
+        edit_ms = [await timed("edit", edit, k) for k in range(edits)]
         result["add_ms"] = [round(v, 3) for v in add_ms]
         result["edit_ms"] = [round(v, 3) for v in edit_ms]
+        result["stages"] = {
+            kind: {stage: common.summary(values) for stage, values in by_stage.items()}
+            for kind, by_stage in stages.items()
+            if kind != "first"
+        }
         result["add"] = common.summary(add_ms)
         result["edit"] = common.summary(edit_ms)
         result["rss_end_mb"] = round(common.rss_mb(envoy.proc.pid), 1)

@@ -38,7 +38,7 @@ def load(paths: list[Path]) -> tuple[list[tuple[str, dict[str, Any], Path]], dic
         tag = chr(ord("a") + index)
         runs.append((tag, run, path))
         for result in run["results"]:
-            if "error" not in result:
+            if "error" not in result and "skipped" not in result:
                 cells[(result["approach"], result["n"])] = (result, tag)
     return runs, cells
 
@@ -106,8 +106,41 @@ def load_table(cells: dict[tuple[str, int], Cell], sizes: list[int]) -> str:
     return "\n".join(lines)
 
 
+def skipped(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
+    notes = [
+        f"- {SHORT[r['approach']]} at N = {r['n']:,} [{tag}]: {r['skipped']}"
+        for tag, run, _ in runs
+        for r in run["results"]
+        if "skipped" in r
+    ]
+    notes += [
+        f"- {SHORT[r['approach']]} at N = {r['n']:,} [{tag}] failed: `{r['error']}`"
+        for tag, run, _ in runs
+        for r in run["results"]
+        if "error" in r
+    ]
+    return "\n".join(notes) if notes else "- none"
+
+
 def _rel(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def stages_table(cells: dict[tuple[str, int], Cell], sizes: list[int]) -> str:
+    head = ["approach", "N", "until the push is sent", "push → Envoy's ACK", "ACK → first 200", "run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for a in ("scoped", "whole-table"):
+        for n in sizes:
+            cell = cells.get((a, n))
+            if cell is None or "add" not in cell[0].get("stages", {}):
+                continue
+            st = cell[0]["stages"]["add"]
+            parts = [
+                f"{_ms(st[k]['p50'])} / {_ms(st[k]['p99'])}"
+                for k in ("to_push", "push_to_ack", "ack_to_served")
+            ]
+            lines.append(f"| {SHORT[a]} | {n:,} | " + " | ".join(parts) + f" | [{cell[1]}] |")
+    return "\n".join(lines)
 
 
 def runs_list(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
@@ -171,6 +204,8 @@ def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
         add_table=activation_table(cells, sizes, "add"),
         edit_table=activation_table(cells, sizes, "edit"),
         load_table=load_table(cells, sizes),
+        stages_table=stages_table(cells, sizes),
+        skipped=skipped(runs),
         runs=runs_list(runs),
         flatness=flat,
         sources=" ".join(_rel(p) for _, _, p in runs),

@@ -23,7 +23,7 @@ def test_tiny_run_measures_every_approach_and_writes_the_page(tmp_path: Path) ->
     approaches = ["scoped", "whole-table"] + (["nginx-reload"] if shutil.which("nginx") else [])
     subprocess.run(
         [sys.executable, "-m", "bench.run", "--sizes", "20,40", "--adds", "2", "--edits", "1",
-         "--reloads", "2", "--approaches", ",".join(approaches),
+         "--reloads", "2", "--approaches", ",".join(approaches), "--nginx-max-n", "30",
          "--out", str(tmp_path / "results"), "--docs", str(tmp_path)],
         cwd=REPO_ROOT, check=True, timeout=240,
     )  # fmt: skip
@@ -32,8 +32,10 @@ def test_tiny_run_measures_every_approach_and_writes_the_page(tmp_path: Path) ->
     assert run["command"].startswith(".venv/bin/python -m bench.run --sizes 20,40")
     got = {(r["approach"], r["n"]): r for r in run["results"]}
     assert set(got) == {(a, n) for a in approaches for n in (20, 40)}
+    if "nginx-reload" in approaches:
+        assert "--nginx-max-n 30" in got.pop(("nginx-reload", 40))["skipped"]
     for (approach, _), result in got.items():
-        assert "error" not in result, result
+        assert "error" not in result and "skipped" not in result, result
         assert result["add"]["n"] == 2
         assert result["edit"]["n"] == 1
         assert len(result["add_ms"]) == 2
@@ -43,6 +45,9 @@ def test_tiny_run_measures_every_approach_and_writes_the_page(tmp_path: Path) ->
     page = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| 40 |" in page and "[a]" in page
     assert "What is NOT measured yet" in page
+    assert "push → Envoy's ACK" in page  # the per-stage split from the pusher's envoy.ack spans
+    if "nginx-reload" in approaches:
+        assert "nginx reload at N = 40 [a]: skipped" in page
     assert (tmp_path / "benchmarks-activation.png").stat().st_size > 0
 
 
