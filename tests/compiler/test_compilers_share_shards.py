@@ -96,6 +96,18 @@ async def store(redis_server: RedisServer) -> AsyncIterator[ShardStore]:
     await s.close()
 
 
+@pytest.fixture
+async def notices(bus: DeltaBus) -> list[Notice]:
+    """Every change notice the compilers publish during the test."""
+    received: list[Notice] = []
+
+    async def on_notice(n: Notice) -> None:
+        received.append(n)
+
+    await bus.subscribe_notices(on_notice)
+    return received
+
+
 async def fragment(store: ShardStore, host: str) -> Fragment | None:
     unit = host_unit(host)
     raw = await store.r.hget(k(shard_of(unit, SHARDS), "frag"), unit)
@@ -103,14 +115,12 @@ async def fragment(store: ShardStore, host: str) -> Fragment | None:
 
 
 async def test_two_compilers_split_shards_and_take_over(
-    nats_server: NatsServer, redis_server: RedisServer, bus: DeltaBus, store: ShardStore
+    nats_server: NatsServer,
+    redis_server: RedisServer,
+    bus: DeltaBus,
+    store: ShardStore,
+    notices: list[Notice],
 ) -> None:
-    notices: list[Notice] = []
-
-    async def on_notice(n: Notice) -> None:
-        notices.append(n)
-
-    await bus.subscribe_notices(on_notice)
     one = Compiler(settings(nats_server, redis_server, "one"))
     await one.start()
     await eventually(lambda: one.own and len(one.own.owned) == SHARDS)
@@ -153,14 +163,12 @@ async def test_two_compilers_split_shards_and_take_over(
 
 
 async def test_redelivery_and_unchanged_are_not_announced(
-    nats_server: NatsServer, redis_server: RedisServer, bus: DeltaBus, store: ShardStore
+    nats_server: NatsServer,
+    redis_server: RedisServer,
+    bus: DeltaBus,
+    store: ShardStore,
+    notices: list[Notice],
 ) -> None:
-    notices: list[Notice] = []
-
-    async def on_notice(n: Notice) -> None:
-        notices.append(n)
-
-    await bus.subscribe_notices(on_notice)
     c = Compiler(settings(nats_server, redis_server, "solo"))
     await c.start()
     host = "same.example.com"
