@@ -29,6 +29,7 @@ SHORT = {"scoped": "shardgate", "whole-table": "whole-table", "nginx-reload": "n
 ORDER = ("scoped", "whole-table", "nginx-reload")
 
 Cell = tuple[dict[str, Any], str]  # a result and the tag of its run
+SKIPPED = "skipped"  # a result that was deliberately not measured (see `skipped`)
 
 
 def load(paths: list[Path]) -> tuple[list[tuple[str, dict[str, Any], Path]], dict[tuple[str, int], Cell]]:
@@ -38,8 +39,11 @@ def load(paths: list[Path]) -> tuple[list[tuple[str, dict[str, Any], Path]], dic
         tag = chr(ord("a") + index)
         runs.append((tag, run, path))
         for result in run["results"]:
+            key = (result["approach"], result["n"])
             if "error" not in result and "skipped" not in result:
-                cells[(result["approach"], result["n"])] = (result, tag)
+                cells[key] = (result, tag)
+            elif "skipped" in result and key not in cells:
+                cells[key] = ({SKIPPED: result["skipped"]}, tag)
     return runs, cells
 
 
@@ -51,8 +55,13 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "–" if not a or not b else f"{a / b:.0f}×" if a / b >= 10 else f"{a / b:.1f}×"
 
 
-def _get(cells: dict[tuple[str, int], Cell], approach: str, n: int, kind: str, q: str) -> float | None:
+def _measured(cells: dict[tuple[str, int], Cell], approach: str, n: int) -> Cell | None:
     cell = cells.get((approach, n))
+    return None if cell is None or SKIPPED in cell[0] else cell
+
+
+def _get(cells: dict[tuple[str, int], Cell], approach: str, n: int, kind: str, q: str) -> float | None:
+    cell = _measured(cells, approach, n)
     return None if cell is None else float(cell[0][kind][q])
 
 
@@ -67,6 +76,9 @@ def activation_table(cells: dict[tuple[str, int], Cell], sizes: list[int], kind:
             cell = cells.get((a, n))
             if cell is None:
                 row.append("not measured")
+                continue
+            if SKIPPED in cell[0]:
+                row.append(f"skipped [{cell[1]}]")
                 continue
             s = cell[0][kind]
             row.append(f"{_ms(s['p50'])} / {_ms(s['p99'])} ({s['n']}) [{cell[1]}]")
@@ -87,7 +99,7 @@ def load_table(cells: dict[tuple[str, int], Cell], sizes: list[int]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in ORDER:
         for n in sizes:
-            cell = cells.get((a, n))
+            cell = _measured(cells, a, n)
             if cell is None:
                 continue
             r, tag = cell
@@ -131,7 +143,7 @@ def stages_table(cells: dict[tuple[str, int], Cell], sizes: list[int]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in ("scoped", "whole-table"):
         for n in sizes:
-            cell = cells.get((a, n))
+            cell = _measured(cells, a, n)
             if cell is None or "add" not in cell[0].get("stages", {}):
                 continue
             st = cell[0]["stages"]["add"]
@@ -169,7 +181,7 @@ def plot(cells: dict[tuple[str, int], Cell], sizes: list[int], path: Path) -> No
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     colors = {"scoped": "tab:green", "whole-table": "tab:orange", "nginx-reload": "tab:red"}
     for a in ORDER:
-        ns = [n for n in sizes if (a, n) in cells]
+        ns = [n for n in sizes if _measured(cells, a, n)]
         if not ns:
             continue
         for q, style in (("p50", "-o"), ("p99", "--^")):
@@ -192,7 +204,7 @@ def plot(cells: dict[tuple[str, int], Cell], sizes: list[int], path: Path) -> No
 def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
     runs, cells = load(paths)
     sizes = sorted({n for _, n in cells})
-    scoped = [n for n in sizes if ("scoped", n) in cells]
+    scoped = [n for n in sizes if _measured(cells, "scoped", n)]
     flat = "not measured"
     if len(scoped) >= 2:
         lo, hi = scoped[0], scoped[-1]
