@@ -51,7 +51,14 @@ from shardgate.keys import SourceKind, host_unit, service_unit, source_key
 from shardgate.local.echo import EchoServer
 from shardgate.local.servers import Envoy, free_port
 from shardgate.merge import merge_host
-from shardgate.model import EndpointPort, EndpointSliceSpec, HostRoutes, ServicePort, ServiceSpec
+from shardgate.model import (
+    Contribution,
+    EndpointPort,
+    EndpointSliceSpec,
+    HostRoutes,
+    ServicePort,
+    ServiceSpec,
+)
 from shardgate.pusher.cache import ResourceCache
 from shardgate.pusher.server import bound_port, serve_ads
 from shardgate.records import Fragment, Resource, make_resource
@@ -93,7 +100,7 @@ def ack_span(trace_id: int) -> tuple[int, int] | None:
 
 def service_fragment(name: str, echo_port: int) -> Fragment:
     """A Service with one port and one ready endpoint: the echo backend on loopback."""
-    contributions = {
+    contributions: dict[str, Contribution] = {
         source_key(SourceKind.SERVICE, common.NAMESPACE, name): ServiceSpec((ServicePort("http", 80, 8080),)),
         source_key(SourceKind.ENDPOINTSLICE, common.NAMESPACE, name + "-1"): EndpointSliceSpec(
             (EndpointPort("http", echo_port),), ("127.0.0.1",)
@@ -102,7 +109,7 @@ def service_fragment(name: str, echo_port: int) -> Fragment:
     return compile_unit(service_unit(common.NAMESPACE, name), contributions)
 
 
-def host_contribution(routes: HostRoutes) -> dict[str, Any]:
+def host_contribution(routes: HostRoutes) -> dict[str, Contribution]:
     return {source_key(SourceKind.INGRESS, routes.namespace, routes.ingress): routes}
 
 
