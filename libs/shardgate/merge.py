@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from shardgate.keys import SourceKind, split_source, unit_name
 from shardgate.model import (
+    Canary,
     Contribution,
     EndpointSliceSpec,
     HostRoutes,
+    IngressOptions,
     PathType,
     ServiceSpec,
     TlsCertificate,
@@ -35,12 +37,27 @@ def normalize_path(path: str, path_type: PathType) -> str:
     return path.rstrip("/") or "/"
 
 
+NO_OPTIONS = IngressOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRoute:
+    """A canary Ingress's backend for a primary route (same host, path and type)."""
+
+    cluster: str
+    canary: Canary
+    source: str
+    options: IngressOptions = NO_OPTIONS
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     path: str
     path_type: PathType  # Exact or Prefix; ImplementationSpecific is compiled as Prefix
     cluster: str
     source: str  # the Ingress that contributed it
+    options: IngressOptions = NO_OPTIONS  # the contributing Ingress's annotations
+    canaries: tuple[CanaryRoute, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +120,7 @@ def merge_host(host_unit: str, contributions: Mapping[str, Contribution]) -> Hos
                     conflicts.append(Conflict(source, winners[key].source, path, ptype))
                 continue
             cluster = cluster_name(routes.namespace, rule.backend.service, rule.backend.port)
-            winners[key] = Route(path, ptype, cluster, source)
+            winners[key] = Route(path, ptype, cluster, source, routes.options)
     ordered = sorted(
         winners.values(),
         key=lambda r: (-len(r.path), r.path_type is not PathType.EXACT, r.path),
