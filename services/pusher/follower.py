@@ -78,6 +78,8 @@ class Follower:
                 except (*TRANSIENT_REDIS, RecordError) as exc:
                     # The periodic revision check retries; nothing is lost, only late.
                     log.warning("shard %d: catching up failed: %s", shard, exc)
+                except Exception:  # one shard's surprise must not stop the pusher following the rest
+                    log.exception("shard %d: catching up failed", shard)
 
     async def _resync(self) -> None:
         while True:
@@ -94,6 +96,8 @@ class Follower:
                         await self._catch_up(shard, [])
                     except (*TRANSIENT_REDIS, RecordError) as exc:
                         log.warning("shard %d: healing failed: %s", shard, exc)
+                    except Exception:
+                        log.exception("shard %d: healing failed", shard)
 
     async def _catch_up(self, shard: int, notices: list[tuple[Notice, int]]) -> None:
         known = self.revisions[shard]
