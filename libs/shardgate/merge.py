@@ -5,12 +5,22 @@ Service's ports and its EndpointSlices arrive as separate contributions. The mer
 in every process and after every restart, which rule wins a conflict (oldest Ingress, then name) and
 records who lost so the loser can be told. The xDS compiler (`shardgate.xds`) turns the result into
 Envoy resources.
+
+Two kinds of contribution do not compete for a path:
+
+- a *canary* Ingress (nginx `canary: "true"`) attaches its backend to the primary route of the same
+  host, path and type (`Route.canaries`) instead of conflicting with it; the oldest canary per route
+  wins, a later one is a `Conflict`, and a canary with no primary route is `ignored` with a reason; a
+  canary contributes backends only (its TLS secret and default backend are not used);
+- a *default backend* (`spec.defaultBackend`, only ever on the catch-all host `model.CATCH_ALL_HOST`):
+  the oldest Ingress that declares one wins (creationTimestamp, then name; the others are `Conflict`s on
+  "/" Prefix), and it is emitted as the last route, a Prefix "/", unless a rule already routes "/" Prefix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shardgate.keys import SourceKind, split_source, unit_name
 from shardgate.model import (
@@ -69,11 +79,22 @@ class Conflict:
 
 
 @dataclass(frozen=True, slots=True)
+class Ignored:
+    """A contribution the merge left out that is not a conflict (e.g. a canary with no primary route)."""
+
+    source: str
+    path: str
+    path_type: PathType
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     host: str
-    routes: tuple[Route, ...]  # in match order: longest path first, Exact before Prefix
+    routes: tuple[Route, ...]  # in match order: longest path first, Exact before Prefix; default last
     tls_secret: str | None  # "namespace/name" of the certificate, if any Ingress asks for TLS
     conflicts: tuple[Conflict, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +128,18 @@ def merge_host(host_unit: str, contributions: Mapping[str, Contribution]) -> Hos
         return None
     winners: dict[tuple[str, PathType], Route] = {}
     conflicts: list[Conflict] = []
+    ignored: list[Ignored] = []
     tls_secret: str | None = None
+    default: Route | None = None
+    canaries: list[tuple[str, HostRoutes]] = []
     for source, routes in parts:
+        if routes.options.canary is not None:
+            canaries.append((source, routes))  # attached once every primary route is known
+            continue
         if tls_secret is None and routes.tls_secret:
             tls_secret = f"{routes.namespace}/{routes.tls_secret}"
         for rule in routes.paths:
-            ptype = PathType.EXACT if rule.path_type is PathType.EXACT else PathType.PREFIX
-            path = normalize_path(rule.path, ptype)
+            path, ptype = _key(rule.path, rule.path_type)
             key = (path, ptype)
             if key in winners:
                 if winners[key].source != source:
@@ -121,11 +147,53 @@ def merge_host(host_unit: str, contributions: Mapping[str, Contribution]) -> Hos
                 continue
             cluster = cluster_name(routes.namespace, rule.backend.service, rule.backend.port)
             winners[key] = Route(path, ptype, cluster, source, routes.options)
+        if routes.default_backend is not None:
+            if default is None:
+                b = routes.default_backend
+                default = Route("/", PathType.PREFIX, cluster_name(routes.namespace, b.service, b.port),
+                                source, routes.options)  # fmt: skip
+            elif default.source != source:
+                conflicts.append(Conflict(source, default.source, "/", PathType.PREFIX))
+    for source, routes in canaries:
+        _attach_canaries(source, routes, winners, conflicts, ignored)
     ordered = sorted(
         winners.values(),
         key=lambda r: (-len(r.path), r.path_type is not PathType.EXACT, r.path),
     )
-    return HostConfig(unit_name(host_unit), tuple(ordered), tls_secret, tuple(conflicts))
+    if default is not None and ("/", PathType.PREFIX) not in winners:
+        ordered.append(default)
+    return HostConfig(unit_name(host_unit), tuple(ordered), tls_secret, tuple(conflicts), tuple(ignored))
+
+
+def _key(path: str, path_type: PathType) -> tuple[str, PathType]:
+    ptype = PathType.EXACT if path_type is PathType.EXACT else PathType.PREFIX
+    return normalize_path(path, ptype), ptype
+
+
+def _attach_canaries(
+    source: str,
+    routes: HostRoutes,
+    winners: dict[tuple[str, PathType], Route],
+    conflicts: list[Conflict],
+    ignored: list[Ignored],
+) -> None:
+    """A canary Ingress's paths join the primary routes with the same key (oldest canary per route)."""
+    canary = routes.options.canary
+    assert canary is not None
+    for rule in routes.paths:
+        key = _key(rule.path, rule.path_type)
+        primary = winners.get(key)
+        if primary is None:
+            ignored.append(Ignored(source, key[0], key[1], "canary without a primary Ingress for this path"))
+            continue
+        if primary.canaries:
+            if primary.canaries[0].source != source:
+                conflicts.append(Conflict(source, primary.canaries[0].source, key[0], key[1]))
+            continue
+        cluster = cluster_name(routes.namespace, rule.backend.service, rule.backend.port)
+        winners[key] = replace(primary, canaries=(CanaryRoute(cluster, canary, source, routes.options),))
+    if routes.default_backend is not None:
+        ignored.append(Ignored(source, "/", PathType.PREFIX, "a canary's default backend is not used"))
 
 
 def merge_service(service_unit: str, contributions: Mapping[str, Contribution]) -> ServiceConfig | None:
