@@ -50,9 +50,13 @@ def scope_of(fragment: Fragment) -> scoped_route_pb2.ScopedRouteConfiguration:
 
 
 def matches(scope: scoped_route_pb2.ScopedRouteConfiguration) -> list[tuple[str, str, str]]:
+    """(match kind, path, cluster) of the host's routes; the last 404 route (to the catch-all) as "404"."""
     (vhost,) = scope.route_configuration.virtual_hosts
     assert list(vhost.domains) == ["*"]
     return [
+        ("prefix", "/", "404")
+        if r.HasField("direct_response")
+        else
         (
             r.match.WhichOneof("path_specifier") or "",
             getattr(r.match, r.match.WhichOneof("path_specifier") or "prefix"),
@@ -72,12 +76,12 @@ def matches(scope: scoped_route_pb2.ScopedRouteConfiguration) -> list[tuple[str,
         ),
         pytest.param(
             [("/api/", PathType.PREFIX, "api", "http")],
-            [("path_separated_prefix", "/api", "shop/api:http")],
+            [("path_separated_prefix", "/api", "shop/api:http"), ("prefix", "/", "404")],
             id="prefix-trailing-slash-dropped-port-by-name",
         ),
         pytest.param(
             [("/login", PathType.EXACT, "auth", 8080)],
-            [("path", "/login", "shop/auth:8080")],
+            [("path", "/login", "shop/auth:8080"), ("prefix", "/", "404")],
             id="exact-is-path",
         ),
         pytest.param(
@@ -223,7 +227,7 @@ def test_version_is_content_hash_and_stable() -> None:
         assert res.version == content_hash(res.body)
     # Fixed across runs and processes (deterministic bytes), pinned; a protobuf upgrade that changes the
     # encoding would re-push every host once, which this test makes visible.
-    assert a.resources[0].version == "9f5e0112ccae53ac4d094666"
+    assert a.resources[0].version == "0bbd2a98ab312e625906d8d8"
 
 
 @pytest.mark.parametrize(

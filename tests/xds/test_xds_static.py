@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2
 
-from shardgate.xds import types
+from shardgate.xds import types, wildcard
 from shardgate.xds.bootstrap import ADS_CLUSTER, bootstrap
-from shardgate.xds.listeners import static_resources
+from shardgate.xds.listeners import http_connection_manager, static_resources
 
 
 def test_listener_selects_scope_by_authority_without_port() -> None:
@@ -23,9 +24,32 @@ def test_listener_selects_scope_by_authority_without_port() -> None:
     scoped = manager.scoped_routes
     (fragment,) = scoped.scope_key_builder.fragments
     extractor = fragment.header_value_extractor
-    assert (extractor.name, extractor.element_separator, extractor.index) == (":authority", ":", 0)
+    assert (extractor.name, extractor.element_separator, extractor.index) == (wildcard.SCOPE_HEADER, ":", 0)
     assert scoped.scoped_rds.scoped_rds_config_source.HasField("ads")
-    assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+    (early,) = manager.early_header_mutation_extensions
+    mutation = header_mutation_pb2.HeaderMutation()
+    assert early.typed_config.Unpack(mutation)
+    (copy,) = mutation.mutations
+    assert (copy.append.header.key, copy.append.header.value) == (wildcard.SCOPE_HEADER, "%REQ(:authority)%")
+    assert copy.append.append_action == copy.append.OVERWRITE_IF_EXISTS_OR_ADD
+    assert manager.scheme_header_transformation.scheme_to_overwrite == "http"
+    assert [f.name for f in manager.http_filters] == [
+        *wildcard.FALLBACK_FILTERS,
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.router",
+    ]
+    # Enabled in the chain, steered per route: "disabled by default" is decided before the host fallback.
+    assert not any(f.disabled for f in manager.http_filters)
+
+
+def test_https_manager_differs_only_in_scheme_and_stat_prefix() -> None:
+    plain = http_connection_manager("http", https=False)
+    tls = http_connection_manager("https", https=True)
+    assert tls.scheme_header_transformation.scheme_to_overwrite == "https"
+    tls.scheme_header_transformation.scheme_to_overwrite = "http"
+    tls.stat_prefix = "http"
+    assert tls == plain
 
 
 def test_listener_does_not_depend_on_anything_but_its_address() -> None:

@@ -1,23 +1,28 @@
-"""The listener every gateway gets, served by the pusher itself rather than compiled per unit.
+"""The listeners every gateway gets, served by the pusher itself rather than compiled per unit.
 
-One HTTP listener whose connection manager selects routes by *scope*: the scope key is the request's
-`:authority` split on `:` taking element 0 (so `host:8080` selects `host`), and the scopes arrive one
-per host over SRDS on the ADS stream. Nothing in the listener names a domain, so adding or removing a
-domain never touches it — Envoy compares and rebuilds filter chains on every listener change, which is
-the cost this layout exists to avoid (notes/facts.md).
+One HTTP connection manager, built by `http_connection_manager`, selects routes by *scope*: an early
+header mutation copies `:authority` into an internal header (overwriting any client-sent value) and the
+scope key is that header up to a `:` (so `host:8080` selects `host`); the host fallback filters
+(`wildcard.py`) retry a miss with the normalized host, the one-label wildcard and the catch-all. Scopes
+arrive one per host over SRDS on the ADS stream. Nothing here names a domain, so adding or removing a
+domain never touches a listener — Envoy compares and rebuilds filter chains on every listener change,
+which is the cost this layout exists to avoid (notes/facts.md). The HTTPS listener wraps the same
+connection manager (`https=True`) in its TLS filter chain.
 """
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from google.protobuf import any_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2
+from google.protobuf import wrappers_pb2
 
 from shardgate.records import Resource
-from shardgate.xds import types
+from shardgate.xds import types, wildcard
 from shardgate.xds.compile import resource
+from shardgate.xds.filters import http_filters, pack
 
 HTTP_LISTENER = "http"
 SCOPED_ROUTES_NAME = "hosts"
@@ -25,38 +30,66 @@ SCOPED_ROUTES_NAME = "hosts"
 _KeyBuilder = hcm.ScopedRoutes.ScopeKeyBuilder
 
 
-def _any(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
+def copy_authority() -> extension_pb2.TypedExtensionConfig:
+    """`:authority` → the scope header, before Envoy selects a scope; a client-sent value is replaced."""
+    return extension_pb2.TypedExtensionConfig(
+        name="shardgate.scope_header",
+        typed_config=pack(
+            header_mutation_pb2.HeaderMutation(
+                mutations=[
+                    mutation_rules_pb2.HeaderMutation(
+                        append=base_pb2.HeaderValueOption(
+                            header=base_pb2.HeaderValue(key=wildcard.SCOPE_HEADER, value="%REQ(:authority)%"),
+                            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                        )
+                    )
+                ]
+            )
+        ),
+    )
 
 
 def host_scoped_routes() -> hcm.ScopedRoutes:
-    authority_host = _KeyBuilder.FragmentBuilder(
+    scope_host = _KeyBuilder.FragmentBuilder(
         header_value_extractor=_KeyBuilder.FragmentBuilder.HeaderValueExtractor(
-            name=":authority", element_separator=":", index=0
+            name=wildcard.SCOPE_HEADER, element_separator=":", index=0
         )
     )
     return hcm.ScopedRoutes(
         name=SCOPED_ROUTES_NAME,
-        scope_key_builder=_KeyBuilder(fragments=[authority_host]),
+        scope_key_builder=_KeyBuilder(fragments=[scope_host]),
         # Required by Envoy even though every scope carries its route configuration inline.
         rds_config_source=types.ads_source(),
         scoped_rds=hcm.ScopedRds(scoped_rds_config_source=types.ads_source()),
     )
 
 
+def http_connection_manager(stat_prefix: str, *, https: bool) -> hcm.HttpConnectionManager:
+    """The connection manager of a gateway listener; the same scopes serve HTTP and HTTPS.
+
+    `https` says what the listener is: `:scheme` is overwritten with it, so a route can trust `:scheme`
+    (the ssl-redirect routes match `:scheme: http`; an HTTP/2 client cannot claim `https` in clear text).
+    """
+    return hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        scoped_routes=host_scoped_routes(),
+        early_header_mutation_extensions=[copy_authority()],
+        scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(
+            scheme_to_overwrite="https" if https else "http"
+        ),
+        # Route matching and allow-lists see `/a/../b` as `/b`, the way nginx matches locations.
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        # ingress-nginx proxies WebSocket upgrades on every location; so does this.
+        upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+        http_filters=http_filters(),
+    )
+
+
 def http_listener(
     address: str = "0.0.0.0", port: int = 8080, name: str = HTTP_LISTENER
 ) -> listener_pb2.Listener:
-    manager = hcm.HttpConnectionManager(
-        stat_prefix=name,
-        codec_type=hcm.HttpConnectionManager.AUTO,
-        scoped_routes=host_scoped_routes(),
-        http_filters=[
-            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
-        ],
-    )
+    manager = http_connection_manager(name, https=False)
     return listener_pb2.Listener(
         name=name,
         address=address_pb2.Address(
@@ -66,7 +99,7 @@ def http_listener(
             listener_components_pb2.FilterChain(
                 filters=[
                     listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
+                        name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
                     )
                 ]
             )

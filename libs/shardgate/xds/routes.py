@@ -14,6 +14,7 @@ from google.protobuf import wrappers_pb2
 
 from shardgate.merge import HostConfig, Route
 from shardgate.model import PathType
+from shardgate.xds import filters, wildcard
 
 
 def scope_name(host: str) -> str:
@@ -39,9 +40,23 @@ def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
         )
         for r in config.routes
     ]
-    vhost = route_components_pb2.VirtualHost(name=config.host, domains=["*"], routes=routes)
+    if not wildcard.is_catch_all(config.host) and not any(
+        r.path == "/" and r.path_type is PathType.PREFIX for r in config.routes
+    ):
+        routes.append(
+            route_components_pb2.Route(
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                direct_response=route_components_pb2.DirectResponseAction(status=404),
+                typed_per_filter_config=filters.catch_all_config(),
+            )
+        )
+    vhost = route_components_pb2.VirtualHost(
+        name=config.host, domains=["*"], routes=routes, typed_per_filter_config=filters.scope_filter_configs()
+    )
     key = scoped_route_pb2.ScopedRouteConfiguration.Key(
-        fragments=[scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=config.host)]
+        fragments=[
+            scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=wildcard.scope_key(config.host))
+        ]
     )
     return scoped_route_pb2.ScopedRouteConfiguration(
         name=name,
@@ -49,6 +64,9 @@ def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
         # Inline route configurations are cluster-validated by default (RDS ones are not): a host whose
         # Service has not been compiled yet would be NACKed. Unknown clusters answer 503 instead.
         route_configuration=route_pb2.RouteConfiguration(
-            name=name, virtual_hosts=[vhost], validate_clusters=wrappers_pb2.BoolValue(value=False)
+            name=name,
+            virtual_hosts=[vhost],
+            validate_clusters=wrappers_pb2.BoolValue(value=False),
+            request_headers_to_remove=[wildcard.SCOPE_HEADER],
         ),
     )

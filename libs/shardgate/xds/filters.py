@@ -1,0 +1,122 @@
+"""The HTTP filter chain every gateway listener shares, and the per-route configs that steer it.
+
+The chain is fixed: nothing in it names a host, so adding a host never changes a listener. What a host
+or a route needs differently (an allow-list, a CORS policy, the host fallback) is said in that host's
+scope with `typed_per_filter_config`, keyed by the filter names below.
+
+Every filter here is *enabled* in the chain and told per route what to do. Envoy's "disabled by default"
+(`HttpFilter.disabled`) is decided when the filter chain is built, from the route the request has before
+any filter ran — a request whose host first misses (`Shop.Example.com`) and is found by the fallback
+scripts would then skip a filter its route enables: an allow-list bypassed by a capital letter. The
+filters below look at the route when they run instead.
+
+Order: the host fallback settles the route first; RBAC (the `whitelist-source-range` allow-list) answers
+403 before anything else is done for a refused client; CORS answers preflights; the router forwards.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from shardgate.model import Cors
+from shardgate.xds import wildcard
+
+RBAC_FILTER = "envoy.filters.http.rbac"
+CORS_FILTER = "envoy.filters.http.cors"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+
+def pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _lua(script: str, named: dict[str, str] | None = None) -> lua_pb2.Lua:
+    return lua_pb2.Lua(
+        default_source_code=base_pb2.DataSource(inline_string=script),
+        source_codes={k: base_pb2.DataSource(inline_string=v) for k, v in (named or {}).items()},
+        # The scripts clear the route cache themselves, exactly when they changed the scope key.
+        clear_route_cache=wrappers_pb2.BoolValue(value=False),
+    )
+
+
+def http_filters() -> list[hcm.HttpFilter]:
+    """The shared chain, in order."""
+    return [
+        hcm.HttpFilter(name=wildcard.NORMALIZE_FILTER, typed_config=pack(_lua(wildcard.NORMALIZE_LUA))),
+        hcm.HttpFilter(name=wildcard.WILDCARD_FILTER, typed_config=pack(_lua(wildcard.WILDCARD_LUA))),
+        hcm.HttpFilter(
+            name=wildcard.CATCH_ALL_FILTER,
+            typed_config=pack(
+                _lua(wildcard.CATCH_ALL_LUA, {wildcard.CATCH_ALL_SCRIPT: wildcard.CATCH_ALL_LUA})
+            ),
+        ),
+        # No rules: allow everything, unless a route says otherwise (RBACPerRoute).
+        hcm.HttpFilter(name=RBAC_FILTER, typed_config=pack(rbac_pb2.RBAC())),
+        # No policy: does nothing, unless a route carries a CorsPolicy.
+        hcm.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
+        hcm.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
+    ]
+
+
+def scope_filter_configs() -> dict[str, any_pb2.Any]:
+    """For every scope's virtual host: a request that has a route needs no host fallback."""
+    disabled = pack(lua_pb2.LuaPerRoute(disabled=True))
+    return {name: disabled for name in wildcard.FALLBACK_FILTERS}
+
+
+def catch_all_config() -> dict[str, any_pb2.Any]:
+    """For a host scope's last route: a path the host does not serve goes to the catch-all scope."""
+    return {wildcard.CATCH_ALL_FILTER: pack(lua_pb2.LuaPerRoute(name=wildcard.CATCH_ALL_SCRIPT))}
+
+
+def _cidr(text: str) -> address_pb2.CidrRange | None:
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return address_pb2.CidrRange(
+        address_prefix=str(net.network_address), prefix_len=wrappers_pb2.UInt32Value(value=net.prefixlen)
+    )
+
+
+def allow_only(cidrs: tuple[str, ...]) -> any_pb2.Any:
+    """RBAC for one route: only clients whose *connection* comes from one of the CIDRs; others get 403.
+
+    `direct_remote_ip` is the peer of the TCP connection, which a client cannot forge with
+    `X-Forwarded-For`. An entry that does not parse (validated upstream; never expected) allows nothing.
+    """
+    ranges = [r for r in (_cidr(c) for c in cidrs) if r is not None]
+    principals = [rbac_config.Principal(direct_remote_ip=r) for r in ranges]
+    policy = rbac_config.Policy(
+        permissions=[rbac_config.Permission(any=True)],
+        principals=principals or [rbac_config.Principal(not_id=rbac_config.Principal(any=True))],
+    )
+    rules = rbac_config.RBAC(action=rbac_config.RBAC.ALLOW, policies={"whitelist-source-range": policy})
+    return pack(rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules)))
+
+
+def cors_policy(cors: Cors) -> any_pb2.Any:
+    """nginx `enable-cors`: origins matched exactly (`*` allows any origin), the rest passed as given."""
+    return pack(
+        cors_pb2.CorsPolicy(
+            allow_origin_string_match=[string_pb2.StringMatcher(exact=o) for o in cors.allow_origins],
+            allow_methods=cors.allow_methods,
+            allow_headers=cors.allow_headers,
+            expose_headers=cors.expose_headers,
+            max_age=str(cors.max_age_s),
+            allow_credentials=wrappers_pb2.BoolValue(value=cors.allow_credentials),
+        )
+    )
