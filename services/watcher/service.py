@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -342,17 +343,17 @@ class Watcher:
     def _source_handlers(
         self, kind: SourceKind
     ) -> tuple[Callable[[list[Obj], int], None], Callable[[str, Obj, int], None]]:
-        translate: Callable[[Obj], Translation] = {
-            SourceKind.SERVICE: translate_service,
-            SourceKind.ENDPOINTSLICE: translate_endpoint_slice,
-            SourceKind.SECRET: translate_secret,
+        translate: Callable[[Obj, int], Translation] = {
+            SourceKind.SERVICE: lambda obj, _ns: translate_service(obj),
+            SourceKind.ENDPOINTSLICE: lambda obj, _ns: translate_endpoint_slice(obj),
+            SourceKind.SECRET: lambda obj, ns: translate_secret(obj, datetime.fromtimestamp(ns / 1e9, UTC)),
         }[kind]
         prefix = f"{kind}/"
 
         def on_list(items: list[Obj], observed_ns: int) -> None:
             listed: set[str] = set()
             for obj in items:
-                t = translate(obj)
+                t = translate(obj, observed_ns)
                 self._log_reasons(t, t.source or repr(obj.get("metadata"))[:200])
                 if t.source:
                     listed.add(t.source)
@@ -362,7 +363,7 @@ class Watcher:
             self._finish_list(kind, listed, observed_ns)
 
         def on_event(etype: str, obj: Obj, observed_ns: int) -> None:
-            t = translate(obj)
+            t = translate(obj, observed_ns)
             if not t.source:
                 self._log_reasons(t, repr(obj.get("metadata"))[:200])
                 return

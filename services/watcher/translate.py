@@ -1,10 +1,21 @@
 """Kubernetes objects (raw JSON dicts) → contributions per unit.
 
 Pure: no I/O, no clock, no globals. One object in, one `Translation` out: the contributions the object
-makes to each unit (see `shardgate.model`), plus the reasons for anything that was skipped. Bad input
-never raises: a malformed object contributes nothing and says why, a malformed part of an Ingress (one
-rule, one path) is skipped and says why, and the rest of the object still counts. The watcher logs the
-reasons with the object's key and, for Ingresses, also reports them as Kubernetes Events.
+makes to each unit (see `shardgate.model`), plus the reasons for anything that was left out. Bad input
+never raises. The watcher logs the reasons with the object's key and reports them as Kubernetes Events.
+
+What a problem rejects, in an Ingress (the smallest unit that still means what the user wrote):
+
+- the whole Ingress: a malformed spec, an invalid or refused annotation (annotations apply to every
+  host), more hosts than `Limits.max_hosts_per_ingress`;
+- one host of it: an invalid path, regex, backend or port in any of that host's rules, or more paths
+  than `Limits.max_paths_per_host`. Admitting the host's other paths would send the broken path's
+  traffic to whatever shorter prefix matches instead — a silent misroute — so the host is left out;
+- one rule: an invalid host name (there is no host to attach it to);
+- one TLS entry: an invalid secret name or TLS host.
+
+Rules without a host and `spec.defaultBackend` contribute to the catch-all unit
+(`keys.host_unit(model.CATCH_ALL_HOST)`), the second as `HostRoutes.default_backend`.
 
 Which Ingresses are ours: `spec.ingressClassName` (or the legacy `kubernetes.io/ingress.class`
 annotation) equal to the configured class; an Ingress naming no class at all only when an IngressClass
@@ -16,13 +27,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from shardgate import keys
 from shardgate.keys import SourceKind
 from shardgate.model import (
+    CATCH_ALL_HOST,
     Backend,
     Contribution,
     EndpointPort,
@@ -35,6 +47,10 @@ from shardgate.model import (
     TlsCertificate,
 )
 
+from . import validate
+from .annotations import DEFAULT_MAX_TIMEOUT_S, DEFAULT_MAX_VALUE_BYTES, capture_refs, parse_annotations
+from .certs import check_certificate
+
 Obj = dict[str, Any]
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
@@ -42,10 +58,20 @@ LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
-_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_HOST_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
 _PATH_TYPES = {str(p): p for p in PathType}
 _IP_FAMILIES = ("IPv4", "IPv6")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one Ingress may ask for (see `Settings` for each default's reason)."""
+
+    max_hosts_per_ingress: int = 100
+    max_paths_per_host: int = 100
+    max_annotation_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_path_length: int = validate.DEFAULT_MAX_PATH_LENGTH
+    regex_max_program_size: int = validate.DEFAULT_REGEX_PROGRAM_SIZE
+    max_timeout_s: int = DEFAULT_MAX_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +128,10 @@ class Translation:
     admitted: bool = False
     ours: bool = False
     classless: bool = False
+    claims: frozenset[str] = frozenset()  # hosts an Ingress of ours names, valid or not: host ownership
+    sharing: frozenset[str] = frozenset()  # namespaces this Ingress lets share its hosts
+    created: str = ""
+    ignored: tuple[str, ...] = ()  # unsupported annotations, logged (not reported as Events)
 
 
 def _meta(obj: Obj) -> tuple[str, str, str] | None:
@@ -109,13 +139,13 @@ def _meta(obj: Obj) -> tuple[str, str, str] | None:
     if not isinstance(meta, dict):
         return None
     name, namespace = meta.get("name"), meta.get("namespace")
-    if not isinstance(name, str) or not name or not isinstance(namespace, str) or not namespace:
+    if validate.object_key_error(namespace, name) is not None:
         return None
-    return namespace, name, str(meta.get("resourceVersion", ""))
+    return str(namespace), str(name), str(meta.get("resourceVersion", ""))
 
 
 def _keyless(kind: str) -> Translation:
-    return Translation("", "", reasons=[f"{kind} without metadata.name/namespace"])
+    return Translation("", "", reasons=[f"{kind} without a valid metadata.name/namespace"])
 
 
 def ingress_class_of(obj: Obj) -> str | None:
@@ -128,57 +158,82 @@ def ingress_class_of(obj: Obj) -> str | None:
 
 
 def valid_host(host: Any) -> bool:
-    return isinstance(host, str) and len(host) <= 253 and bool(_HOST_RE.match(host.lower()))
+    return isinstance(host, str) and validate.host_error(host.lower()) is None
 
 
 def _backend(raw: Any) -> Backend | str:
     """A Service backend, or the reason it is unusable."""
     if not isinstance(raw, dict):
         return "backend is not an object"
+    if "resource" in raw:
+        return "resource backends are not supported: use a Service backend"
     service = raw.get("service")
     if not isinstance(service, dict):
-        return "backend is not a Service (resource backends are not supported)"
+        return "backend has no service"
     name = service.get("name")
-    if not isinstance(name, str) or not name:
-        return "backend service has no name"
+    if (why := validate.service_name_error(name)) is not None:
+        return f"backend: {why}"
     port = service.get("port")
     if not isinstance(port, dict):
         return f"backend service {name} has no port"
     number, port_name = port.get("number"), port.get("name")
-    if isinstance(number, int) and not isinstance(number, bool):
-        if not 1 <= number <= 65535:
-            return f"backend service {name} port {number} out of range"
-        return Backend(name, number)
-    if isinstance(port_name, str) and port_name:
-        return Backend(name, port_name)
+    if number is not None and port_name is not None:
+        return f"backend service {name} has both a port number and a port name"
+    if number is not None:
+        if (why := validate.port_number_error(number)) is not None:
+            return f"backend service {name}: {why}"
+        return Backend(str(name), number)
+    if port_name is not None:
+        if (why := validate.port_name_error(port_name)) is not None:
+            return f"backend service {name}: {why}"
+        return Backend(str(name), port_name)
     return f"backend service {name} has neither port number nor port name"
 
 
-def _paths(rule: Obj, where: str, reasons: list[str]) -> list[PathRule]:
+@dataclass(frozen=True, slots=True)
+class _PathCheck:
+    limits: Limits
+    regex: bool  # use-regex: Prefix and ImplementationSpecific paths are RE2 patterns
+    captures: int  # the highest $N the rewrite target refers to
+
+
+def _paths(rule: Obj, where: str, check: _PathCheck) -> tuple[list[PathRule], list[str]]:
+    """A rule's paths, or the reasons the rule cannot be admitted (then the whole host is left out)."""
     http = rule.get("http")
-    if not isinstance(http, dict) or not isinstance(http.get("paths"), list):
-        reasons.append(f"{where}: no http paths")
-        return []
+    if not isinstance(http, dict) or not isinstance(http.get("paths"), list) or not http["paths"]:
+        return [], [f"{where}: no http paths"]
     out: list[PathRule] = []
+    errors: list[str] = []
     for i, raw in enumerate(http["paths"]):
         at = f"{where} path[{i}]"
         if not isinstance(raw, dict):
-            reasons.append(f"{at}: not an object")
+            errors.append(f"{at}: not an object")
             continue
-        path = raw.get("path", "/")
         ptype = _PATH_TYPES.get(raw.get("pathType") or str(PathType.IMPLEMENTATION_SPECIFIC))
         if ptype is None:
-            reasons.append(f"{at}: unknown pathType {raw.get('pathType')!r}")
+            errors.append(f"{at}: unknown pathType {raw.get('pathType')!r}")
             continue
-        if not isinstance(path, str) or not path.startswith("/"):
-            reasons.append(f"{at}: path {path!r} must start with /")
+        path = raw.get("path", "/")
+        if check.regex and ptype is not PathType.EXACT:
+            why, groups = validate.regex_error(
+                path, check.limits.max_path_length, check.limits.regex_max_program_size
+            )
+            if why is None and check.captures > groups:
+                why = (
+                    f"rewrite-target refers to ${check.captures} but regex path {path!r} has {groups} groups"
+                )
+        else:
+            why = validate.path_error(path, ptype is not PathType.IMPLEMENTATION_SPECIFIC,
+                                      check.limits.max_path_length)  # fmt: skip
+        if why is not None:
+            errors.append(f"{at}: {why}")
             continue
         backend = _backend(raw.get("backend"))
         if isinstance(backend, str):
-            reasons.append(f"{at}: {backend}")
+            errors.append(f"{at}: {backend}")
             continue
         out.append(PathRule(path, ptype, backend))
-    return out
+    return out, errors
 
 
 def _tls_secrets(spec: Obj, reasons: list[str]) -> dict[str, str]:
@@ -193,17 +248,23 @@ def _tls_secrets(spec: Obj, reasons: list[str]) -> dict[str, str]:
             reasons.append(f"tls[{i}]: not an object")
             continue
         secret = entry.get("secretName")
-        if not isinstance(secret, str) or not secret:
-            reasons.append(f"tls[{i}]: no secretName")
+        if (why := validate.secret_name_error(secret)) is not None:
+            reasons.append(f"tls[{i}]: {why}")
             continue
-        for host in entry.get("hosts") or []:
-            if isinstance(host, str):
-                out.setdefault(host.lower(), secret)
+        hosts = entry.get("hosts") or []
+        for host in hosts if isinstance(hosts, list) else []:
+            if not isinstance(host, str) or (why := validate.host_error(host.lower())) is not None:
+                reasons.append(f"tls[{i}]: {why or 'host is not a string'}")
+                continue
+            out.setdefault(host.lower(), str(secret))
     return out
 
 
-def translate_ingress(obj: Obj, policy: ClassPolicy, classes: IngressClasses) -> Translation:
-    """An Ingress → HostRoutes per host it names, if the Ingress is ours."""
+def translate_ingress(
+    obj: Obj, policy: ClassPolicy, classes: IngressClasses, limits: Limits | None = None
+) -> Translation:
+    """An Ingress → HostRoutes per host it names (and the catch-all), if the Ingress is ours."""
+    limits = limits or Limits()
     key = _meta(obj)
     if key is None:
         return _keyless("Ingress")
@@ -214,6 +275,8 @@ def translate_ingress(obj: Obj, policy: ClassPolicy, classes: IngressClasses) ->
     t.ours = cls == policy.ingress_class if cls is not None else classes.default_for(policy.controller)
     if not t.ours:
         return t
+    meta = obj["metadata"]
+    t.created = str(meta.get("creationTimestamp") or "")
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         t.reasons.append("spec is not an object")
@@ -222,9 +285,22 @@ def translate_ingress(obj: Obj, policy: ClassPolicy, classes: IngressClasses) ->
     if not isinstance(rules, list):
         t.reasons.append("spec.rules is not a list")
         return t
-    created = str((obj.get("metadata") or {}).get("creationTimestamp") or "")
-    tls = _tls_secrets(spec, t.reasons)
+    parsed = parse_annotations(
+        meta.get("annotations"), limits.max_annotation_value_bytes, limits.max_timeout_s,
+        limits.max_path_length,
+    )  # fmt: skip
+    options = parsed.options
+    t.sharing, t.ignored = parsed.sharing, tuple(parsed.ignored)
+    captures = capture_refs(options.rewrite_target or "")
+    if captures and not options.use_regex:
+        if "nginx.ingress.kubernetes.io/use-regex" in (meta.get("annotations") or {}):
+            parsed.errors.append("rewrite-target refers to capture groups but use-regex is false")
+        else:
+            options = replace(options, use_regex=True)  # as in nginx: capture groups imply regex paths
+    check = _PathCheck(limits, options.use_regex, captures)
+
     paths_by_host: dict[str, list[PathRule]] = {}
+    bad_hosts: dict[str, list[str]] = {}
     for i, rule in enumerate(rules):
         where = f"rule[{i}]"
         if not isinstance(rule, dict):
@@ -232,20 +308,51 @@ def translate_ingress(obj: Obj, policy: ClassPolicy, classes: IngressClasses) ->
             continue
         host = rule.get("host")
         if host is None or host == "":
-            # Catch-all rules and spec.defaultBackend get their semantics in a later step.
-            t.reasons.append(f"{where}: no host (catch-all rules are not supported yet)")
+            host = CATCH_ALL_HOST
+        elif not isinstance(host, str) or (why := validate.host_error(host.lower())) is not None:
+            t.reasons.append(f"{where}: {why if isinstance(host, str) else 'host is not a string'}")
             continue
-        if not valid_host(host):
-            t.reasons.append(f"{where}: invalid host {host!r}")
-            continue
-        paths = _paths(rule, f"{where} ({host})", t.reasons)
-        if paths:
-            paths_by_host.setdefault(host.lower(), []).extend(paths)
-        elif isinstance(rule.get("http"), dict):
-            t.reasons.append(f"{where} ({host}): no usable path, host skipped")
+        host = host.lower()
+        paths, errors = _paths(rule, f"{where} ({host})", check)
+        paths_by_host.setdefault(host, []).extend(paths)
+        if errors:
+            bad_hosts.setdefault(host, []).extend(errors)
+
+    default: Backend | None = None
+    if spec.get("defaultBackend") is not None:
+        backend = _backend(spec.get("defaultBackend"))
+        paths_by_host.setdefault(CATCH_ALL_HOST, [])
+        if isinstance(backend, str):
+            bad_hosts.setdefault(CATCH_ALL_HOST, []).append(f"defaultBackend: {backend}")
+        else:
+            default = backend
+    t.claims = frozenset(paths_by_host)
+    tls = _tls_secrets(spec, t.reasons)
+
+    if len(paths_by_host) > limits.max_hosts_per_ingress:
+        parsed.errors.append(
+            f"{len(paths_by_host)} hosts: more than the limit of {limits.max_hosts_per_ingress}"
+        )
+    if parsed.errors:
+        t.reasons[:0] = [*parsed.errors, "Ingress not admitted"]
+        return t
     for host, paths in paths_by_host.items():
+        if len(paths) > limits.max_paths_per_host:
+            bad_hosts.setdefault(host, []).append(
+                f"{host}: {len(paths)} paths, more than the limit of {limits.max_paths_per_host}"
+            )
+        if host in bad_hosts:
+            t.reasons.extend(bad_hosts[host])
+            t.reasons.append(f"host {host} not admitted")
+            continue
         t.contributions[keys.host_unit(host)] = HostRoutes(
-            namespace=namespace, ingress=name, created=created, paths=tuple(paths), tls_secret=tls.get(host)
+            namespace=namespace,
+            ingress=name,
+            created=t.created,
+            paths=tuple(paths),
+            tls_secret=tls.get(host) if host != CATCH_ALL_HOST else None,
+            options=options,
+            default_backend=default if host == CATCH_ALL_HOST else None,
         )
     t.admitted = bool(t.contributions)
     return t
@@ -310,8 +417,13 @@ def translate_endpoint_slice(obj: Obj) -> Translation:
     return t
 
 
-def translate_secret(obj: Obj) -> Translation:
-    """A `kubernetes.io/tls` Secret → its certificate; other Secrets contribute nothing, silently."""
+def translate_secret(obj: Obj, now: datetime) -> Translation:
+    """A `kubernetes.io/tls` Secret → its certificate, checked at `now` (when it was observed).
+
+    A broken TLS Secret still contributes — a `TlsCertificate` carrying only the error — so the hosts
+    that use it are reported instead of silently losing their certificate. Other Secrets contribute
+    nothing, silently.
+    """
     key = _meta(obj)
     if key is None:
         return _keyless("Secret")
@@ -320,19 +432,23 @@ def translate_secret(obj: Obj) -> Translation:
     if obj.get("type") != TLS_SECRET_TYPE:
         return t
     data = obj.get("data") or {}
+    cert: TlsCertificate
     if not isinstance(data, dict):
-        t.reasons.append("data is not an object")
-        return t
-    try:
-        crt = base64.b64decode(data.get("tls.crt") or "", validate=True)
-        key_pem = base64.b64decode(data.get("tls.key") or "", validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        t.reasons.append("tls.crt or tls.key is not valid base64")
-        return t
-    if not crt or not key_pem:
-        t.reasons.append("tls.crt or tls.key is missing")
-        return t
-    t.contributions[keys.secret_unit(namespace, name)] = TlsCertificate(crt, key_pem)
+        cert = TlsCertificate(b"", b"", error="data is not an object")
+    else:
+        try:
+            crt = base64.b64decode(data.get("tls.crt") or "", validate=True)
+            key_pem = base64.b64decode(data.get("tls.key") or "", validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            cert = TlsCertificate(b"", b"", error="tls.crt or tls.key is not valid base64")
+        else:
+            if not crt or not key_pem:
+                cert = TlsCertificate(b"", b"", error="tls.crt or tls.key is missing")
+            else:
+                cert = check_certificate(crt, key_pem, now)
+    if cert.error:
+        t.reasons.append(f"certificate not usable: {cert.error}")
+    t.contributions[keys.secret_unit(namespace, name)] = cert
     return t
 
 

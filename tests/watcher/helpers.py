@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from shardgate import keys
 
@@ -106,3 +112,46 @@ def summary(messages: list[Published]) -> set[tuple[str, str, bool]]:
 
 def host(h: str) -> str:
     return keys.host_unit(h)
+
+
+def make_cert(
+    names: list[str],
+    key: Any = None,
+    not_after: datetime | None = None,
+    signer: Any = None,
+) -> tuple[bytes, bytes]:
+    """A self-signed certificate for `names` (SANs) and its key, as PEM; EC P-256 unless `key` is given.
+
+    `signer` signs with another key than the certificate's (so that the key does not match)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "x")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=2))
+        .not_valid_after(not_after or now + timedelta(days=30))
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+    cert = builder.sign(signer or key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def tls_secret_pem(name: str, cert_pem: bytes, key_pem: bytes, ns: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+        },
+    }
