@@ -1,0 +1,259 @@
+"""Host ownership between namespaces: the first namespace to claim a host owns it.
+
+Pure (the caller passes the time, and persists `dirty` records through `store.py`). The watcher sees
+every Ingress, so it is the one place that can decide, before anything is published, whether an
+Ingress may route a host at all.
+
+- A *claim* is an Ingress of ours naming a host — valid or not, so that a typo in the owner's
+  Ingress never hands its host to somebody else. The catch-all host (`model.CATCH_ALL_HOST`) is a host
+  like any other here, optionally restricted to some namespaces.
+- Hosts *conflict* when they are equal, or one is a wildcard covering the other (`*.foo.com` covers
+  `bar.foo.com`: exactly one label). An Ingress is admitted for a host only if no *other* namespace owns
+  a conflicting host — unless that owner allows it: the owner's Ingress that names the host carries
+  `shardgate.io/allow-host-sharing-with: ns-b,ns-c`. A guest never becomes the owner by sharing.
+- An unowned host goes to the claimant that has waited longest (the time the watcher first saw its
+  claim, then its oldest Ingress's creationTimestamp, then the namespace name), among claimants no
+  conflicting owner blocks. On a fresh start every claim is seen at once, so the oldest Ingress wins.
+- Ownership moves only when the owner releases the host: no Ingress of the owner names it any more.
+  Records (owner and waiting claimants with their `since`) are persisted next to the published index,
+  so a restart, a re-list or a failover keeps both the owner and the queue.
+
+Conflicts between Ingresses of the owning namespace are not decided here: the merge decides them
+(oldest wins) and the watcher tells the loser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import msgpack
+
+from shardgate.model import CATCH_ALL_HOST
+from shardgate.records import RecordError
+
+SHARING_ANNOTATION = "shardgate.io/allow-host-sharing-with"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One Ingress's claim: the hosts it names and whom it lets share them."""
+
+    namespace: str
+    created: str
+    hosts: frozenset[str]
+    sharing: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class HostRecord:
+    """The persisted state of one host: its owner ("" when none) and who waits since when (epoch ns)."""
+
+    owner: str = ""
+    waiting: dict[str, int] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"o": self.owner, "w": self.waiting}, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def decode(data: bytes) -> HostRecord:
+        try:
+            o = msgpack.unpackb(data, raw=False)
+            return HostRecord(str(o["o"]), {str(k): int(v) for k, v in o["w"].items()})
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise RecordError(f"host record: {exc}") from exc
+
+
+def parent(host: str) -> str:
+    """`bar.foo.com` → `foo.com`; the domain a wildcard would have to name to cover the host."""
+    return host.partition(".")[2]
+
+
+class Tenancy:
+    def __init__(self, catch_all_namespaces: Iterable[str] = ()) -> None:
+        self.catch_all_namespaces = frozenset(catch_all_namespaces)  # empty: any namespace may claim it
+        self._claims: dict[str, Claim] = {}  # source -> claim
+        self._by_host: dict[str, set[str]] = {}  # host -> sources claiming it
+        self._records: dict[str, HostRecord] = {}
+        self._exact_by_parent: dict[str, set[str]] = {}  # parent domain -> exact hosts claimed or owned
+        self.dirty: set[str] = set()  # hosts whose record changed since the last `take_dirty`
+
+    # -- state in ----------------------------------------------------------------------------------
+
+    def load(self, records: Mapping[str, HostRecord], now: int) -> None:
+        """Replace the records with the persisted ones (a new leader's first step); claims the records
+        do not know yet start waiting `now`."""
+        old, self._records = self._records, {}
+        for host in old:
+            self._untrack(host)
+        self._records = {h: HostRecord(r.owner, dict(r.waiting)) for h, r in records.items()}
+        for host in self._records:
+            self._track(host)
+        self.dirty.clear()
+        for claim in self._claims.values():
+            for host in claim.hosts:
+                record = self._records.setdefault(host, HostRecord())
+                if record.owner != claim.namespace and claim.namespace not in record.waiting:
+                    record.waiting[claim.namespace] = now
+                    self.dirty.add(host)
+
+    def known_hosts(self) -> set[str]:
+        """Every host claimed or on record: what a leader settles after loading."""
+        return set(self._records) | set(self._by_host)
+
+    def set_claim(self, source: str, claim: Claim | None, now: int) -> set[str]:
+        """Record what `source` claims now (None: nothing); returns the hosts to `settle`."""
+        old = self._claims.pop(source, None)
+        touched = set(old.hosts) if old else set()
+        if claim is not None and claim.hosts:
+            self._claims[source] = claim
+            touched |= claim.hosts
+            for host in claim.hosts:
+                self._by_host.setdefault(host, set()).add(source)
+                self._track(host)
+                record = self._records.setdefault(host, HostRecord())
+                if record.owner != claim.namespace and claim.namespace not in record.waiting:
+                    record.waiting[claim.namespace] = now
+                    self.dirty.add(host)
+        if old is not None:
+            for host in old.hosts - (claim.hosts if claim else frozenset()):
+                sources = self._by_host.get(host)
+                if sources is not None:
+                    sources.discard(source)
+                    if not sources:
+                        del self._by_host[host]
+        return touched
+
+    def settle(self, hosts: Iterable[str]) -> set[str]:
+        """Release hosts their owner no longer claims, give unowned hosts to the longest waiting
+        admissible claimant, drop waiters that stopped claiming. Returns every host whose owner
+        changed, and the hosts conflicting with them (their claimants' admission may have changed)."""
+        work = sorted(set(hosts), key=self._priority)
+        changed: set[str] = set()
+        rounds = 0
+        while work and rounds < 4 * (len(work) + 8):
+            rounds += 1
+            host = work.pop(0)
+            if self._settle_one(host):
+                changed.add(host)
+                for other in sorted(self.conflicting(host)):
+                    if other not in work:
+                        work.append(other)
+        return changed | {c for h in changed for c in self.conflicting(h)}
+
+    def _priority(self, host: str) -> tuple[int, str, str]:
+        """Settle the host with the longest-waiting claim first, so that arrival order decides."""
+        record = self._records.get(host) or HostRecord()
+        claimants = self.claimants(host)
+        return min(((record.waiting.get(ns, 0), created, host) for ns, created in claimants.items()),
+                   default=(0, "", host))  # fmt: skip
+
+    def _settle_one(self, host: str) -> bool:
+        record = self._records.get(host)
+        if record is None:
+            return False
+        claimants = self.claimants(host)
+        before = (record.owner, dict(record.waiting))
+        if record.owner and record.owner not in claimants:
+            record.owner = ""
+        record.waiting = {ns: t for ns, t in record.waiting.items() if ns in claimants and ns != record.owner}
+        if not record.owner and claimants:
+            candidates = [ns for ns in claimants if self._blocked(ns, host, include_self=False) is None]
+            if candidates:
+                winner = min(candidates, key=lambda ns: (record.waiting.get(ns, 0), claimants[ns], ns))
+                record.owner = winner
+                record.waiting.pop(winner, None)
+        if (record.owner, record.waiting) != before:
+            self.dirty.add(host)
+        if not record.owner and not record.waiting and not claimants:
+            del self._records[host]
+            self._untrack(host)
+            self.dirty.add(host)
+        return record.owner != before[0]
+
+    # -- questions ---------------------------------------------------------------------------------
+
+    def owner(self, host: str) -> str:
+        record = self._records.get(host)
+        return record.owner if record else ""
+
+    def claimants(self, host: str) -> dict[str, str]:
+        """namespace → its oldest claiming Ingress's creationTimestamp."""
+        out: dict[str, str] = {}
+        for source in self._by_host.get(host, ()):
+            claim = self._claims[source]
+            if claim.namespace not in out or claim.created < out[claim.namespace]:
+                out[claim.namespace] = claim.created
+        return out
+
+    def conflicting(self, host: str) -> set[str]:
+        """Hosts known here (claimed or owned) that conflict with `host`, other than itself."""
+        if host == CATCH_ALL_HOST:
+            return set()
+        if host.startswith("*."):
+            return set(self._exact_by_parent.get(host[2:], ()))
+        wildcard = f"*.{parent(host)}"
+        return {wildcard} if wildcard in self._records or wildcard in self._by_host else set()
+
+    def admits(self, namespace: str, host: str) -> str | None:
+        """None when `namespace` may route `host` now, else the reason it may not."""
+        return self._blocked(namespace, host, include_self=True)
+
+    def _blocked(self, namespace: str, host: str, include_self: bool) -> str | None:
+        if (
+            host == CATCH_ALL_HOST
+            and self.catch_all_namespaces
+            and namespace not in self.catch_all_namespaces
+        ):
+            return "the catch-all (rules without a host, defaultBackend) is reserved for other namespaces"
+        others = sorted(self.conflicting(host))
+        for other in ([host] if include_self else []) + others:
+            owner = self.owner(other)
+            if not owner or owner == namespace or namespace in self.sharing(owner, other):
+                continue
+            if other == host:
+                return (
+                    f"host {host} is owned by namespace {owner}; it is routed only from there unless "
+                    f"{owner} lists {namespace} in {SHARING_ANNOTATION} on its Ingress"
+                )
+            return f"host {host} conflicts with {other}, which namespace {owner} owns"
+        if include_self and not self.owner(host):
+            return f"host {host} has no owner yet"  # transient: settle() runs before publishing
+        return None
+
+    def sharing(self, owner: str, host: str) -> frozenset[str]:
+        """The namespaces `owner`'s Ingresses naming `host` let share it."""
+        out: set[str] = set()
+        for source in self._by_host.get(host, ()):
+            claim = self._claims[source]
+            if claim.namespace == owner:
+                out |= claim.sharing
+        return frozenset(out)
+
+    def sources(self, hosts: Iterable[str]) -> set[str]:
+        """The Ingresses claiming any of `hosts`."""
+        return {s for h in hosts for s in self._by_host.get(h, ())}
+
+    def record(self, host: str) -> HostRecord | None:
+        return self._records.get(host)
+
+    def take_dirty(self) -> dict[str, HostRecord | None]:
+        """The records to persist (None: delete), and forget that they were dirty."""
+        out = {h: self._records.get(h) for h in sorted(self.dirty)}
+        self.dirty.clear()
+        return out
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def _track(self, host: str) -> None:
+        if not host.startswith("*.") and host != CATCH_ALL_HOST:
+            self._exact_by_parent.setdefault(parent(host), set()).add(host)
+
+    def _untrack(self, host: str) -> None:
+        if host in self._records or host in self._by_host:
+            return
+        siblings = self._exact_by_parent.get(parent(host))
+        if siblings is not None:
+            siblings.discard(host)
+            if not siblings:
+                del self._exact_by_parent[parent(host)]
