@@ -1,20 +1,42 @@
 """A host's routes as one scoped route configuration, selected by the request's host.
 
-This is the layout that keeps a domain change flat (notes/facts.md): the HTTP listener's connection
-manager picks a *scope* by the `:authority` (port stripped), and each host is one
-`ScopedRouteConfiguration` with its route configuration inline. Adding, editing or deleting a host is
-one small resource; no other host's routes are rebuilt. The virtual host inside matches `*` because the
-scope already chose the host.
+This is the layout that keeps a domain change flat (notes/facts.md): the listener's connection manager
+picks a *scope* by host (`wildcard.py` says how, including `*.foo.com` and the catch-all `*`), and each
+host is one `ScopedRouteConfiguration` with its route configuration inline. Adding, editing or deleting a
+host is one small resource, plus the host's own upstream variants (`clusters.upstream`); no other host's
+routes are rebuilt. The virtual host inside matches `*` because the scope already chose the host.
+
+Each merged rule becomes, in this order (first match wins in Envoy):
+
+1. `app-root`: exactly `/` redirected (302), once per host, before every rule;
+2. per rule: an HTTP→HTTPS redirect for `:scheme: http` (`ssl-redirect` / `force-ssl-redirect`);
+   a `permanent-redirect` instead of forwarding; the canary-by-header routes; the rule itself (with the
+   canary weights, if any);
+3. the catch-all's default backend, lowest;
+4. in a host scope that has no `/` rule: a 404 route that sends the request on to the catch-all scope.
 """
 
 from __future__ import annotations
 
-from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2
+import math
+from dataclasses import dataclass, replace
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
-from shardgate.merge import HostConfig, Route
+from shardgate.merge import CanaryRoute, HostConfig, Route
 from shardgate.model import PathType
-from shardgate.xds import filters, wildcard
+from shardgate.xds import filters, options, wildcard
+from shardgate.xds.clusters import upstream
+from shardgate.xds.options import RouteRejected, route_match
+
+__all__ = ["CompiledHost", "RouteRejected", "compile_host_routes", "host_scope", "route_match", "scope_name"]
+
+# Canary weights of different totals are put on one scale; nginx's total is 100, so this is exact there.
+_MAX_WEIGHT_SCALE = 10_000
 
 
 def scope_name(host: str) -> str:
@@ -22,35 +44,147 @@ def scope_name(host: str) -> str:
     return f"host:{host}"
 
 
-def route_match(route: Route) -> route_components_pb2.RouteMatch:
-    """Exact is `path`; Prefix matches whole path elements (`/foo` matches `/foo/x`, not `/foobar`)."""
-    if route.path_type is PathType.EXACT:
-        return route_components_pb2.RouteMatch(path=route.path)
-    if route.path == "/":
-        return route_components_pb2.RouteMatch(prefix="/")
-    return route_components_pb2.RouteMatch(path_separated_prefix=route.path)
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    source: str
+    path: str
+    reason: str
 
 
-def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
-    name = scope_name(config.host)
-    routes = [
-        route_components_pb2.Route(
-            match=route_match(r),
-            route=route_components_pb2.RouteAction(cluster=r.cluster),
-        )
-        for r in config.routes
+@dataclass(frozen=True, slots=True)
+class CompiledHost:
+    scope: scoped_route_pb2.ScopedRouteConfiguration
+    clusters: tuple[cluster_pb2.Cluster, ...]  # the host's own upstream variants, by name
+    rejected: tuple[Rejection, ...]
+
+
+class _Builder:
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.clusters: dict[str, cluster_pb2.Cluster] = {}
+
+    def cluster(self, service_cluster: str, route: Route) -> str:
+        name, variant = upstream(self.config.host, service_cluster, route.options)
+        if variant is not None:
+            self.clusters[name] = variant
+        return name
+
+    def action(self, route: Route, canaries: tuple[CanaryRoute, ...]) -> rc.RouteAction:
+        """Forward to the rule's backend, or split it with weighted canaries."""
+        action = rc.RouteAction()
+        split = _weights(canaries)
+        if split:
+            primary_weight = split.pop()
+            entries = [(self.cluster(route.cluster, route), primary_weight)]
+            entries += [(self.cluster(c.cluster, route), w) for c, w in zip(canaries, split, strict=True)]
+            entries = [(name, w) for name, w in entries if w > 0]
+            if len(entries) == 1:
+                action.cluster = entries[0][0]
+            else:
+                action.weighted_clusters.CopyFrom(
+                    rc.WeightedCluster(
+                        clusters=[
+                            rc.WeightedCluster.ClusterWeight(name=n, weight=wrappers_pb2.UInt32Value(value=w))
+                            for n, w in entries
+                        ]
+                    )
+                )
+        else:
+            action.cluster = self.cluster(route.cluster, route)
+        options.rewrite(route, action)
+        options.timeouts(route.options, action)
+        return action
+
+    def rule(self, route: Route) -> list[rc.Route]:
+        match = route_match(route)
+        per_filter = options.filter_configs(route.options)
+
+        def make(extra: rc.HeaderMatcher | None = None, **kind: object) -> rc.Route:
+            m = rc.RouteMatch()
+            m.CopyFrom(match)
+            if extra is not None:
+                m.headers.append(extra)
+            return rc.Route(match=m, typed_per_filter_config=per_filter, **kind)  # type: ignore[arg-type]
+
+        out: list[rc.Route] = []
+        if options.wants_ssl_redirect(route, self.config.tls_secret is not None):
+            out.append(make(options.scheme_is_http(), redirect=options.ssl_redirect()))
+        if route.options.permanent_redirect is not None:
+            redirect = options.permanent_redirect(
+                route.options.permanent_redirect, route.options.permanent_redirect_code
+            )
+            return [*out, make(redirect=redirect)]
+        weighted: list[CanaryRoute] = []
+        for canary in route.canaries:
+            header = canary.canary.header
+            if header:
+                name = header.lower()
+                value = canary.canary.header_value or "always"
+                out.append(
+                    make(_header(name, value), route=self.action(replace(route, cluster=canary.cluster), ()))
+                )
+                if canary.canary.header_value is None:
+                    # nginx: "never" keeps the request on the primary, whatever the weight says.
+                    out.append(make(_header(name, "never"), route=self.action(route, ())))
+            if canary.canary.weight is not None:
+                weighted.append(canary)
+        out.append(make(route=self.action(route, tuple(weighted))))
+        return out
+
+
+def _header(name: str, value: str) -> rc.HeaderMatcher:
+    return rc.HeaderMatcher(name=name, string_match=string_pb2.StringMatcher(exact=value))
+
+
+def _weights(canaries: tuple[CanaryRoute, ...]) -> list[int]:
+    """Integer weights on one scale: the canaries' in order, then the primary's last; [] if none."""
+    if not canaries:
+        return []
+    totals = [max(c.canary.weight_total, 1) for c in canaries]
+    scale = math.lcm(*totals)
+    if scale > _MAX_WEIGHT_SCALE:
+        scale = _MAX_WEIGHT_SCALE
+    weights = [
+        min(max(round((c.canary.weight or 0) * scale / t), 0), scale)
+        for c, t in zip(canaries, totals, strict=True)
     ]
-    if not wildcard.is_catch_all(config.host) and not any(
-        r.path == "/" and r.path_type is PathType.PREFIX for r in config.routes
-    ):
+    return [*weights, max(scale - sum(weights), 0)]
+
+
+def compile_host_routes(config: HostConfig, default_backend: Route | None = None) -> CompiledHost:
+    """The host's scope and upstream variants; a rule Envoy would refuse is left out and reported."""
+    builder = _Builder(config)
+    routes: list[rc.Route] = []
+    rejected: list[Rejection] = []
+    app_root = next((r for r in config.routes if r.options.app_root), None)
+    if app_root is not None and app_root.options.app_root:
+        try:
+            routes.append(options.app_root_redirect(app_root.options.app_root))
+        except RouteRejected as exc:
+            rejected.append(Rejection(app_root.source, "/", str(exc)))
+    rules = list(config.routes)
+    has_root = any(r.path == "/" and r.path_type is PathType.PREFIX for r in rules)
+    if default_backend is not None and not has_root:
+        rules.append(default_backend)
+        has_root = True
+    for rule in rules:
+        saved = dict(builder.clusters)
+        try:
+            routes.extend(builder.rule(rule))
+        except RouteRejected as exc:
+            builder.clusters = saved
+            rejected.append(Rejection(rule.source, rule.path, str(exc)))
+            has_root = has_root and not (rule.path == "/" and rule.path_type is PathType.PREFIX)
+    if not wildcard.is_catch_all(config.host) and not has_root:
         routes.append(
-            route_components_pb2.Route(
-                match=route_components_pb2.RouteMatch(prefix="/"),
-                direct_response=route_components_pb2.DirectResponseAction(status=404),
+            rc.Route(
+                match=rc.RouteMatch(prefix="/"),
+                direct_response=rc.DirectResponseAction(status=404),
                 typed_per_filter_config=filters.catch_all_config(),
             )
         )
-    vhost = route_components_pb2.VirtualHost(
+    name = scope_name(config.host)
+    vhost = rc.VirtualHost(
         name=config.host, domains=["*"], routes=routes, typed_per_filter_config=filters.scope_filter_configs()
     )
     key = scoped_route_pb2.ScopedRouteConfiguration.Key(
@@ -58,7 +192,7 @@ def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
             scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=wildcard.scope_key(config.host))
         ]
     )
-    return scoped_route_pb2.ScopedRouteConfiguration(
+    scope = scoped_route_pb2.ScopedRouteConfiguration(
         name=name,
         key=key,
         # Inline route configurations are cluster-validated by default (RDS ones are not): a host whose
@@ -70,3 +204,9 @@ def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
             request_headers_to_remove=[wildcard.SCOPE_HEADER],
         ),
     )
+    clusters = tuple(builder.clusters[n] for n in sorted(builder.clusters))
+    return CompiledHost(scope, clusters, tuple(rejected))
+
+
+def host_scope(config: HostConfig) -> scoped_route_pb2.ScopedRouteConfiguration:
+    return compile_host_routes(config).scope
