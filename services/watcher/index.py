@@ -7,6 +7,13 @@ seen: a body for each new or changed unit, a tombstone for each unit the source 
 nothing for units whose contribution is unchanged — so a status write, a re-list or a restart that
 changes nothing publishes nothing.
 
+A delta's version (its `source_rv`, which makes its JetStream `Nats-Msg-Id`) is
+`<resourceVersion>.<n>[.<hash>]`: `n` counts the source's published changes (kept in its entry) and
+`hash` is the contribution's. The resourceVersion alone is not enough since host ownership decides
+what an Ingress may publish: ownership can move and come back while the Ingress stays at one version, and
+the second "same" delta must not be dropped as a duplicate. Two watchers diffing the same source against
+the same entry still produce the same ids, so a retry or a failover is still deduplicated.
+
 Pure: the watcher publishes a `Change`'s deltas, and only once JetStream has acknowledged all of them
 does it `commit` the change here and persist the new entry (`store.py`). A crash in between re-emits the
 same deltas with the same `Nats-Msg-Id`, which JetStream's duplicate window drops.
@@ -31,19 +38,22 @@ def contribution_hash(contribution: Contribution) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SourceEntry:
-    """One source as last published: its resourceVersion and unit → contribution hash."""
+    """One source as last published: its resourceVersion, unit → contribution hash, and how many
+    changes of it were published (`seq`). An entry may have no units: an Ingress that exists but has
+    no admitted host keeps its `seq`."""
 
     rv: str
     units: Mapping[str, str]
+    seq: int = 0
 
     def encode(self) -> bytes:
-        return msgpack.packb({"rv": self.rv, "u": dict(self.units)}, use_bin_type=True)  # type: ignore[no-any-return]
+        return msgpack.packb({"rv": self.rv, "u": dict(self.units), "n": self.seq}, use_bin_type=True)  # type: ignore[no-any-return]
 
     @staticmethod
     def decode(data: bytes) -> SourceEntry:
         try:
             o = msgpack.unpackb(data, raw=False)
-            return SourceEntry(str(o["rv"]), {str(k): str(v) for k, v in o["u"].items()})
+            return SourceEntry(str(o["rv"]), {str(k): str(v) for k, v in o["u"].items()}, int(o.get("n", 0)))
         except Exception as exc:  # msgpack raises several unrelated types
             raise RecordError(f"index entry: {exc}") from exc
 
@@ -86,7 +96,8 @@ class Index:
         contributions: Mapping[str, Contribution] | None,
         observed_ns: int = 0,
     ) -> Change:
-        """The deltas that take `source` from what was published to `contributions` (None: deleted).
+        """The deltas that take `source` from what was published to `contributions` (None: the source
+        is gone, or contributes nothing of its own accord; {}: it exists but nothing is admitted).
 
         A tombstone carries `rv` when the source still exists (it dropped a unit at that version) and
         the last published rv when the source is gone, so every watcher that notices the same deletion
@@ -94,23 +105,26 @@ class Index:
         """
         old = self._entries.get(source)
         old_units: Mapping[str, str] = old.units if old is not None else {}
+        seq = (old.seq if old is not None else 0) + 1
         new_units: dict[str, str] = {}
         deltas: list[Delta] = []
         for unit, contribution in sorted((contributions or {}).items()):
             digest = contribution_hash(contribution)
             new_units[unit] = digest
             if old_units.get(unit) != digest:
-                deltas.append(Delta(unit, source, rv, contribution.to_wire(), observed_ns))
-        tombstone_rv = rv if new_units or old is None else old.rv
+                deltas.append(
+                    Delta(unit, source, f"{rv}.{seq}.{digest[:8]}", contribution.to_wire(), observed_ns)
+                )
+        tombstone_rv = rv if contributions is not None or old is None else old.rv
         for unit in sorted(old_units):
             if unit not in new_units:
-                deltas.append(Delta(unit, source, tombstone_rv, None, observed_ns))
-        if not new_units:
+                deltas.append(Delta(unit, source, f"{tombstone_rv}.{seq}", None, observed_ns))
+        if contributions is None or (not new_units and old is None):
             return Change(source, tuple(deltas), None)
         if not deltas and old is not None:
             # Nothing to publish: keep the recorded version, so a status write costs no Redis write.
             return Change(source, (), old)
-        return Change(source, tuple(deltas), SourceEntry(rv, new_units))
+        return Change(source, tuple(deltas), SourceEntry(rv, new_units, seq))
 
     def relist(
         self,

@@ -6,9 +6,13 @@ Tasks, all started and stopped by `Watcher.run`:
   the list's resourceVersion with bookmarks; on 410 Gone list again, on other errors back off and watch
   again. Followers only update the in-memory caches (what each source contributes now) and enqueue the
   source key. Every replica does this, leader or not, so a standby's caches are warm when it takes over.
-- `workers` *publishers*: a source always goes to the same worker (per-source order), different sources
-  run in parallel. A worker diffs the source's current contributions against the published index,
-  publishes the deltas, and commits the index (memory, then Redis) once JetStream acked them all. Jobs
+- `workers` *publishers* take sources from one `FairQueue` (`fair.py`): a FIFO per namespace, the
+  namespaces served round-robin, with a token bucket per namespace, so a flood from one namespace
+  delays another's change by at most one round. A source is never processed by two workers at once
+  (per-source order), different sources run in parallel. A worker decides which of the source's
+  contributions are admitted (host ownership, `tenancy.py`, persisted first), diffs them against the
+  published index, publishes the deltas, and commits the index (memory, then Redis) once JetStream
+  acked them all; then it tells the Ingress's owner what was not admitted (Events, `status.py`). Jobs
   are coalesced per source: a burst of events on one Ingress publishes its latest state once.
 - the *elector* (Lease). Publishing and status writes happen only while `publishing()` holds: we are the
   Lease holder and have loaded the index persisted by the previous holder. Gaining the Lease loads that
@@ -45,15 +49,20 @@ from shardgate.adapters.kube import (
     Resource,
 )
 from shardgate.keys import SourceKind
+from shardgate.model import Contribution, HostRoutes
 from shardgate.records import Delta
+from shardgate.watcher.conflicts import conflict_reasons
+from shardgate.watcher.fair import FairQueue
 from shardgate.watcher.index import Change, Index, source_kind_of
 from shardgate.watcher.leader import LeaderElector
 from shardgate.watcher.settings import Settings
-from shardgate.watcher.status import Feedback, wanted_status
+from shardgate.watcher.status import Feedback, involved, wanted_status
 from shardgate.watcher.store import IndexStore
+from shardgate.watcher.tenancy import Claim, Tenancy
 from shardgate.watcher.translate import (
     ClassPolicy,
     IngressClasses,
+    Limits,
     Translation,
     load_balancer_ingress,
     translate_endpoint_slice,
@@ -81,14 +90,21 @@ class _Job:
     source: str
     observed_ns: int
     spans: list[trace.Span] = field(default_factory=list)
+    charged: bool = False  # caused by a watch event (the namespace's rate), not by a re-sync
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _IngressState:
     namespace: str
     name: str
-    admitted: bool
+    admitted: bool  # what was last published for it admits at least one host
     load_balancer: list[Obj]
+    ours: bool = False
+    reasons: tuple[str, ...] = ()  # the translation's
+    involved: Obj = field(default_factory=dict)  # for Events
+
+
+_MAX_WARNED_ANNOTATIONS = 1000
 
 
 class Backoff:
@@ -118,6 +134,22 @@ class Watcher:
         self.bus = bus
         self.store = store
         self.policy = ClassPolicy(settings.ingress_class, settings.controller)
+        self.limits = Limits(
+            max_hosts_per_ingress=settings.max_hosts_per_ingress,
+            max_paths_per_host=settings.max_paths_per_host,
+            max_annotation_value_bytes=settings.max_annotation_value_bytes,
+            max_path_length=settings.max_path_length,
+            regex_max_program_size=settings.regex_max_program_size,
+            max_timeout_s=settings.max_timeout_s,
+        )
+        self.tenancy = Tenancy(n.strip() for n in settings.catch_all_namespaces.split(",") if n.strip())
+        self._hosts_loaded = False  # the persisted host records are loaded (we lead)
+        self._hosts_lock = asyncio.Lock()
+        self._effective: dict[str, dict[str, HostRoutes]] = {}  # Ingress → admitted contributions published
+        self._tenancy_reasons: dict[str, tuple[str, ...]] = {}
+        self._conflicts: dict[str, dict[str, list[str]]] = {}  # Ingress → host → why rules are unused
+        self._logged_extra: dict[str, tuple[str, ...]] = {}
+        self._warned_annotations: set[str] = set()
         self.classes = IngressClasses()
         self.current: dict[str, Translation] = {}  # source -> what it contributes now (non-empty only)
         self.ingresses: dict[str, _IngressState] = {}
@@ -132,8 +164,9 @@ class Watcher:
         self._active = False
         self._epoch = 0
         self._classes_synced = asyncio.Event()
-        self._queues: list[asyncio.Queue[str]] = [asyncio.Queue() for _ in range(max(1, settings.workers))]
+        self._fair = FairQueue(settings.namespace_rate, settings.namespace_burst)
         self._pending: dict[str, _Job] = {}
+        self._running: set[str] = set()
         self._takeover: asyncio.Task[None] | None = None
         self.elector = LeaderElector(
             kube,
@@ -163,8 +196,8 @@ class Watcher:
         tasks = [
             asyncio.create_task(self.elector.run(), name="watcher-elector"),
             *(
-                asyncio.create_task(self._work(q), name=f"watcher-worker-{i}")
-                for i, q in enumerate(self._queues)
+                asyncio.create_task(self._work(), name=f"watcher-worker-{i}")
+                for i in range(max(1, self.settings.workers))
             ),
             self._follow_task("IngressClass", INGRESS_CLASS, self._on_class_list, self._on_class_event),
             self._follow_task(SourceKind.INGRESS, INGRESS, self._on_ingress_list, self._on_ingress_event),
@@ -260,15 +293,17 @@ class Watcher:
         log.info("default IngressClass for %s changed: re-translating %d Ingresses", self.policy.controller,
                  len(self.classless))  # fmt: skip
         for obj in list(self.classless.values()):
-            t = self._remember_ingress(obj)
+            t = self._remember_ingress(obj, observed_ns)
             self._enqueue(t.source, observed_ns)
 
     # -- Ingresses ---------------------------------------------------------------------------------
 
     def _on_ingress_list(self, items: list[Obj], observed_ns: int) -> None:
-        listed = {self._remember_ingress(obj).source for obj in items} - {""}
+        listed = {self._remember_ingress(obj, observed_ns, settle=False).source for obj in items} - {""}
         for gone in set(self.ingresses) - listed:
-            self._forget_ingress(gone)
+            self._forget_ingress(gone, observed_ns, settle=False)
+        self.synced.add(SourceKind.INGRESS)
+        self._settle(self.tenancy.known_hosts(), observed_ns)
         self._finish_list(SourceKind.INGRESS, listed, observed_ns)
         if self.publishing():
             self._reconcile_status()
@@ -288,46 +323,82 @@ class Watcher:
         )
         if etype == "DELETED":
             source = keys.source_key(SourceKind.INGRESS, str(meta.get("namespace")), str(meta.get("name")))
-            self._forget_ingress(source)
+            self._forget_ingress(source, observed_ns)
         else:
-            t = self._remember_ingress(obj)
+            t = self._remember_ingress(obj, observed_ns)
             source = t.source
             span.set_attribute("sg.hosts", [keys.unit_name(u) for u in t.contributions])
         span.set_attribute("k8s.object.key", source)
         if not source or not meta.get("name"):
             span.end()
             return
-        self._enqueue(source, observed_ns, span)
+        self._enqueue(source, observed_ns, span, charged=True)
 
-    def _remember_ingress(self, obj: Obj) -> Translation:
-        t = translate_ingress(obj, self.policy, self.classes)
+    def _remember_ingress(self, obj: Obj, observed_ns: int, settle: bool = True) -> Translation:
+        t = translate_ingress(obj, self.policy, self.classes, self.limits)
         if not t.source:
             self._log_reasons(t, repr(obj.get("metadata"))[:200])
             return t
         self._set_current(t)
         self._log_reasons(t, t.source)
+        self._warn_ignored(t)
         _, namespace, name = keys.split_source(t.source)
-        state = _IngressState(namespace, name, t.admitted, load_balancer_ingress(obj))
-        self.ingresses[t.source] = state
+        previous = self.ingresses.get(t.source)
+        self.ingresses[t.source] = _IngressState(
+            namespace,
+            name,
+            previous.admitted if previous else False,
+            load_balancer_ingress(obj),
+            t.ours,
+            tuple(t.reasons),
+            involved(obj, "Ingress", "networking.k8s.io/v1"),
+        )
         if t.classless:
             slim = {k: v for k, v in obj.items() if k != "status"}
             slim["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
             self.classless[t.source] = slim
         else:
             self.classless.pop(t.source, None)
-        if self.publishing():
-            if t.ours:
-                self.feedback.report(obj, t.reasons)
-            self._want_status(state)
+        claim = Claim(namespace, t.created, t.claims, t.sharing) if t.ours else None
+        touched = self.tenancy.set_claim(t.source, claim, observed_ns)
+        if settle:
+            self._settle(touched, observed_ns)
         return t
 
-    def _forget_ingress(self, source: str) -> None:
+    def _forget_ingress(self, source: str, observed_ns: int, settle: bool = True) -> None:
         self.current.pop(source, None)
         self.classless.pop(source, None)
         self._reasons.pop(source, None)
+        self._tenancy_reasons.pop(source, None)
+        self._logged_extra.pop(source, None)
         state = self.ingresses.pop(source, None)
         if state is not None:
             self.feedback.forget(state.namespace, state.name)
+        touched = self.tenancy.set_claim(source, None, observed_ns)
+        if settle:
+            self._settle(touched, observed_ns)
+
+    def _settle(self, hosts: set[str], observed_ns: int) -> None:
+        """Re-decide ownership of `hosts` (once we lead and know every Ingress) and re-evaluate every
+        Ingress whose admission that may change: those naming the hosts or hosts conflicting with them."""
+        if not self._hosts_loaded or SourceKind.INGRESS not in self.synced:
+            return
+        changed = self.tenancy.settle(hosts)
+        related = {c for h in hosts for c in self.tenancy.conflicting(h)}
+        for source in sorted(self.tenancy.sources(hosts | changed | related)):
+            self._enqueue(source, observed_ns)
+
+    def _warn_ignored(self, t: Translation) -> None:
+        for key in t.ignored:
+            if (
+                key not in self._warned_annotations
+                and len(self._warned_annotations) < _MAX_WARNED_ANNOTATIONS
+            ):
+                self._warned_annotations.add(key)
+                log.warning("%s: annotation %s is not supported and is ignored (logged once per annotation)",
+                            t.source, key)  # fmt: skip
+            else:
+                log.debug("%s: annotation %s is not supported and is ignored", t.source, key)
 
     def _want_status(self, state: _IngressState) -> None:
         wanted = wanted_status(state.admitted, state.load_balancer, self.settings.status_address)
@@ -370,9 +441,14 @@ class Watcher:
             if etype == "DELETED":
                 self.current.pop(t.source, None)
                 self._reasons.pop(t.source, None)
+                if kind is SourceKind.SECRET:
+                    _, ns, name = keys.split_source(t.source)
+                    self.feedback.forget(ns, name, "Secret")
             else:
                 self._log_reasons(t, t.source)
                 self._set_current(t)
+                if kind is SourceKind.SECRET and self.publishing():
+                    self.feedback.report(involved(obj, "Secret", "v1"), t.reasons)
             span = tracer.start_span(
                 "watcher.event",
                 attributes={
@@ -382,7 +458,7 @@ class Watcher:
                     "k8s.resource_version": t.rv,
                 },
             )
-            self._enqueue(t.source, observed_ns, span)
+            self._enqueue(t.source, observed_ns, span, charged=True)
 
         return on_list, on_event
 
@@ -420,6 +496,7 @@ class Watcher:
     def _on_leadership(self, leading: bool) -> None:
         self._epoch += 1
         self._active = False
+        self._hosts_loaded = False
         if self._takeover is not None:
             self._takeover.cancel()
             self._takeover = None
@@ -432,6 +509,7 @@ class Watcher:
         while self.elector.is_leader:
             try:
                 entries = await self.store.load()
+                records = await self.store.load_hosts()
                 break
             except Exception as exc:  # StoreError; keep trying while we hold the Lease
                 log.warning("loading the published index: %s", exc)
@@ -439,10 +517,14 @@ class Watcher:
         else:
             return
         self.index = Index(entries)
-        self._active = True
         now = time.time_ns()
-        log.info("leading: %d sources in the published index; re-diffing %s", len(entries),
-                 ", ".join(sorted(self.synced)))  # fmt: skip
+        self.tenancy.load(records, now)
+        self._hosts_loaded = True
+        if SourceKind.INGRESS in self.synced:
+            self.tenancy.settle(self.tenancy.known_hosts())
+        self._active = True
+        log.info("leading: %d sources in the published index, %d host records; re-diffing %s", len(entries),
+                 len(records), ", ".join(sorted(self.synced)))  # fmt: skip
         for kind in sorted(self.synced):
             prefix = f"{kind}/"
             for source in sorted(
@@ -453,55 +535,155 @@ class Watcher:
 
     # -- publishing --------------------------------------------------------------------------------
 
-    def _enqueue(self, source: str, observed_ns: int, span: trace.Span | None = None) -> None:
+    def _enqueue(
+        self, source: str, observed_ns: int, span: trace.Span | None = None, charged: bool = False
+    ) -> None:
         job = self._pending.get(source)
         if job is None:
             job = self._pending[source] = _Job(source, observed_ns)
-            self._queues[keys.stable_hash64(source) % len(self._queues)].put_nowait(source)
+            if source not in self._running:  # else the worker running it queues it again when done
+                self._fair.put(keys.split_source(source)[1], source)
+        job.charged = job.charged or charged
         if span is not None:
             job.spans.append(span)
 
-    async def _work(self, queue: asyncio.Queue[str]) -> None:
+    async def _work(self) -> None:
         while True:
-            source = await queue.get()
+            namespace, source = await self._fair.get()
             job = self._pending.pop(source, None)
             if job is None:
                 continue
             self._inflight += 1
+            self._running.add(source)
             try:
-                await self._process(job)
+                if await self._process(job) and job.charged:
+                    self._fair.charge(namespace)
             finally:
+                self._running.discard(source)
                 self._inflight -= 1
                 for span in job.spans:
                     span.end()
+                if source in self._pending:
+                    self._fair.put(namespace, source)
 
-    async def _process(self, job: _Job) -> None:
+    async def _process(self, job: _Job) -> bool:
+        """Publish what the source contributes now; True when deltas went out."""
         backoff = Backoff()
         while self.publishing() and source_kind_of(job.source) in self.synced:
             epoch = self._epoch
-            t = self.current.get(job.source)
-            change = self.index.diff(
-                job.source, t.rv if t else "", t.contributions if t else None, job.observed_ns
-            )
-            if not change.deltas and change.entry == self.index.get(job.source):
-                return
             try:
-                await self._publish(change, job.spans[0] if job.spans else None)
-                if epoch != self._epoch:
-                    return
-                await self.store.save(job.source, change.entry)
-                if epoch != self._epoch:
-                    return
-                self.index.commit(change)
-                return
+                await self._persist_hosts()
+                t = self.current.get(job.source)
+                contributions = self._admitted(job.source, t)
+                change = self.index.diff(
+                    job.source, t.rv if t else "", contributions if t else None, job.observed_ns
+                )
+                if change.deltas or change.entry != self.index.get(job.source):
+                    await self._publish(change, job.spans[0] if job.spans else None)
+                    if epoch != self._epoch:
+                        return False
+                    await self.store.save(job.source, change.entry)
+                    if epoch != self._epoch:
+                        return False
+                    self.index.commit(change)
+                if source_kind_of(job.source) is SourceKind.INGRESS:
+                    self._after_ingress(job.source, contributions)
+                return bool(change.deltas)
             except _NotLeader:
-                return
+                return False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS or Redis trouble: retry the (re-diffed) change while leading
                 delay = backoff.next()
                 log.warning("%s: publishing failed (%s); retrying in %.1fs", job.source, exc, delay)
                 await asyncio.sleep(delay)
+        return False
+
+    async def _persist_hosts(self) -> None:
+        """Write changed ownership records before anything that depends on them is published."""
+        async with self._hosts_lock:
+            dirty = self.tenancy.take_dirty()
+            try:
+                await self.store.save_hosts(dirty)
+            except BaseException:
+                self.tenancy.dirty.update(dirty)
+                raise
+
+    def _admitted(self, source: str, t: Translation | None) -> dict[str, Contribution]:
+        """The source's contributions that may be published: for an Ingress, the hosts its namespace
+        may route (owns, or shares by the owner's leave)."""
+        if t is None:
+            return {}
+        if source_kind_of(source) is not SourceKind.INGRESS:
+            return dict(t.contributions)
+        namespace = keys.split_source(source)[1]
+        out: dict[str, Contribution] = {}
+        reasons: list[str] = []
+        for unit, contribution in t.contributions.items():
+            why = self.tenancy.admits(namespace, keys.unit_name(unit))
+            if why is None:
+                out[unit] = contribution
+            else:
+                reasons.append(f"{why} (host not admitted)")
+        self._tenancy_reasons[source] = tuple(reasons)
+        return out
+
+    def _after_ingress(self, source: str, contributions: dict[str, Contribution]) -> None:
+        """Status, and what the Ingress and its neighbours on each host should be told."""
+        state = self.ingresses.get(source)
+        if state is not None:
+            state.admitted = bool(contributions)
+            self._want_status(state)
+        new = {u: c for u, c in contributions.items() if isinstance(c, HostRoutes)}
+        old = self._effective.get(source)
+        tell = {source}
+        if old != new:
+            if new:
+                self._effective[source] = new
+            else:
+                self._effective.pop(source, None)
+            for unit in sorted(set(new) | set(old or {})):
+                tell |= self._recompute_conflicts(unit)
+        for s in sorted(tell):
+            self._report(s)
+
+    def _recompute_conflicts(self, unit: str) -> set[str]:
+        """Re-run the merge of one host over what is published for it; returns the Ingresses whose
+        conflict reasons changed."""
+        host = keys.unit_name(unit)
+        parts = {
+            s: eff[unit] for s in self.tenancy.sources({host}) if unit in (eff := self._effective.get(s, {}))
+        }
+        reasons = conflict_reasons(unit, parts)
+        changed: set[str] = set()
+        for s in set(parts) | {s for s, hosts in self._conflicts.items() if host in hosts}:
+            before = self._conflicts.get(s, {}).get(host)
+            now = reasons.get(s)
+            if before == now:
+                continue
+            changed.add(s)
+            if now:
+                self._conflicts.setdefault(s, {})[host] = now
+            else:
+                self._conflicts.get(s, {}).pop(host, None)
+                if not self._conflicts.get(s):
+                    self._conflicts.pop(s, None)
+        return changed
+
+    def _report(self, source: str) -> None:
+        state = self.ingresses.get(source)
+        if state is None or not state.ours:
+            return
+        conflicts = self._conflicts.get(source, {})
+        extra = (
+            *self._tenancy_reasons.get(source, ()),
+            *(r for h in sorted(conflicts) for r in conflicts[h]),
+        )
+        if self._logged_extra.get(source, ()) != extra:
+            for reason in extra:
+                log.warning("%s: %s", source, reason)
+            self._logged_extra[source] = extra
+        self.feedback.report(state.involved, [*state.reasons, *extra])
 
     async def _publish(self, change: Change, parent: trace.Span | None) -> None:
         if not change.deltas:

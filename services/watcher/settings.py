@@ -60,6 +60,31 @@ class Settings:
     secret_field_selector: str = _opt(
         "type=kubernetes.io/tls", "server-side filter for Secrets: only TLS secrets matter, skip the rest"
     )
+    hosts_key: str = _opt("sg:watcher:hosts", "Redis hash of host → owning namespace and waiting claimants")
+    max_hosts_per_ingress: int = _opt(
+        100,
+        "an Ingress naming more hosts is rejected whole: one object must not fan out to the whole cluster",
+    )
+    max_paths_per_host: int = _opt(
+        100, "an Ingress's host with more paths is rejected: keeps one host's route table (and Envoy's) small"
+    )
+    max_annotation_value_bytes: int = _opt(
+        4096, "longest value of an annotation we read (nginx.ingress.kubernetes.io/*, shardgate.io/*)"
+    )
+    max_path_length: int = _opt(1024, "longest path (or regex path) a rule may have; far above real URLs")
+    regex_max_program_size: int = _opt(
+        100,
+        "largest RE2 program a regex path may compile to; Envoy's own default limit, so Envoy never NACKs",
+    )
+    max_timeout_s: int = _opt(3600, "upper bound of the proxy-*-timeout annotations (seconds): one hour")
+    catch_all_namespaces: str = _opt(
+        "",
+        "comma-separated namespaces allowed to use the catch-all (no-host rules, defaultBackend); empty: any",
+    )
+    namespace_rate: float = _opt(
+        50.0, "changes per second one namespace may cause before it is throttled (its changes wait, in order)"
+    )
+    namespace_burst: float = _opt(500.0, "changes a namespace may cause at once: a large helm install passes")
     component: str = _opt("shardgate-watcher", "the source component of Kubernetes Events we write")
     log_level: str = _opt("INFO", "Python logging level")
 

@@ -7,8 +7,9 @@ differs from the wanted one: our own status write comes back as a watch event wh
 unchanged, so it produces no delta and, now matching, no further write. That is what keeps the loop
 closed.
 
-Rejections of an Ingress (a bad rule, a bad path) are reported as Warning Events, once per distinct set
-of reasons per Ingress, so an unchanged bad Ingress does not produce an Event on every resync.
+Rejections (a bad rule, a bad path, a host owned by another namespace, a lost conflict, a broken
+certificate) are reported as Warning Events on the object — Ingress or Secret — once per distinct set of
+reasons per object, so an unchanged bad object does not produce an Event on every resync.
 
 `Feedback` owns one background task; callers only state what they want (`want_status`, `report`),
 latest wins per Ingress, and nothing here blocks the delta path.
@@ -48,6 +49,17 @@ def load_balancer_entry(address: str) -> list[Obj]:
     return [{"ip": address}]
 
 
+def involved(obj: Obj, kind: str, api_version: str) -> Obj:
+    """The little of an object an Event needs (list items carry no kind; Secrets carry data)."""
+    raw = obj.get("metadata")
+    meta: Obj = raw if isinstance(raw, dict) else {}
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion") if meta.get(k)},
+    }
+
+
 def wanted_status(admitted: bool, current: list[Obj], address: str) -> list[Obj] | None:
     """The `status.loadBalancer.ingress` to write, or None when the current one is right (or not ours)."""
     if not address:
@@ -73,8 +85,8 @@ class Feedback:
         self.allowed = allowed  # only the leader writes
         self.retry_delay = retry_delay
         self._status: dict[tuple[str, str], list[Obj]] = {}
-        self._events: dict[tuple[str, str], tuple[Obj, str]] = {}
-        self._reported: dict[tuple[str, str], str] = {}
+        self._events: dict[tuple[str, str, str], tuple[Obj, str]] = {}
+        self._reported: dict[tuple[str, str, str], str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -92,24 +104,25 @@ class Feedback:
         self._wake.set()
 
     def report(self, obj: Obj, reasons: list[str]) -> None:
-        """A Warning Event on `obj` listing `reasons`, unless exactly these were reported already."""
+        """A Warning Event on `obj` (see `involved`) listing `reasons`, unless exactly these were reported
+        already; no reasons: forget what was reported, so the same problem coming back is reported."""
         meta = obj.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("name")))
+        key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
         message = "; ".join(reasons)
         if self._reported.get(key) == message:
             return
         if not reasons:
             self._reported.pop(key, None)
+            self._events.pop(key, None)
             return
         self._events[key] = (obj, message)
         self._wake.set()
 
-    def forget(self, namespace: str, name: str) -> None:
-        """The Ingress is gone: drop what we meant to write about it."""
-        key = (namespace, name)
-        self._status.pop(key, None)
-        self._events.pop(key, None)
-        self._reported.pop(key, None)
+    def forget(self, namespace: str, name: str, kind: str = "Ingress") -> None:
+        """The object is gone: drop what we meant to write about it."""
+        self._status.pop((namespace, name), None)
+        self._events.pop((kind, namespace, name), None)
+        self._reported.pop((kind, namespace, name), None)
 
     async def _run(self) -> None:
         while True:
@@ -133,13 +146,13 @@ class Feedback:
                         failed = True
                         break
             while self._events and self.allowed() and not failed:
-                key, (obj, message) = self._events.popitem()
+                ekey, (obj, message) = self._events.popitem()
                 now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 try:
                     await self.api.create_event(obj, "Rejected", message, self.component, now)
-                    self._reported[key] = message
+                    self._reported[ekey] = message
                 except KubeError as exc:
-                    log.warning("event for ingress %s/%s not written: %s", key[0], key[1], exc)
+                    log.warning("event for %s %s/%s not written: %s", *ekey, exc)
             if failed:
                 await asyncio.sleep(self.retry_delay)
                 self._wake.set()

@@ -1,4 +1,8 @@
-"""Where the published index survives a restart or a failover: one Redis hash.
+"""Where the published index and host ownership survive a restart or a failover: two Redis hashes.
+
+`sg:watcher:hosts` maps each host to its ownership record (`tenancy.HostRecord`: owner namespace and
+waiting claimants); it is written before any delta that depends on it is published, so a new leader
+never sees a published admission whose owner was not recorded.
 
 `sg:watcher:index` maps each source key to its encoded `SourceEntry`. The watcher writes a source's
 field only after JetStream acknowledged every delta of the change (one HSET, or HDEL when the source
@@ -22,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from shardgate.adapters.errors import AdapterError
 from shardgate.records import RecordError
 from shardgate.watcher.index import SourceEntry
+from shardgate.watcher.tenancy import HostRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +40,32 @@ class IndexStore(Protocol):
 
     async def save(self, source: str, entry: SourceEntry | None) -> None: ...
 
+    async def load_hosts(self) -> dict[str, HostRecord]: ...
+
+    async def save_hosts(self, records: dict[str, HostRecord | None]) -> None: ...
+
     async def close(self) -> None: ...
 
 
 class RedisIndexStore:
-    def __init__(self, client: aioredis.Redis, key: str = "sg:watcher:index", attempts: int = 5) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key: str = "sg:watcher:index",
+        attempts: int = 5,
+        hosts_key: str = "sg:watcher:hosts",
+    ) -> None:
         self.client = client
         self.key = key
         self.attempts = attempts
+        self.hosts_key = hosts_key
 
     @classmethod
-    def from_url(cls, url: str, key: str = "sg:watcher:index") -> RedisIndexStore:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5), key)
+    def from_url(
+        cls, url: str, key: str = "sg:watcher:index", hosts_key: str = "sg:watcher:hosts"
+    ) -> RedisIndexStore:
+        client = aioredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        return cls(client, key, hosts_key=hosts_key)
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
@@ -83,6 +102,39 @@ class RedisIndexStore:
                         await self.client.hset(self.key, source, entry.encode())
         except RedisError as exc:
             raise StoreError(f"saving {source} in {self.key}: {exc}") from exc
+
+    async def load_hosts(self) -> dict[str, HostRecord]:
+        records: dict[str, HostRecord] = {}
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    records.clear()
+                    async for field, value in self.client.hscan_iter(self.hosts_key, count=1000):
+                        host = field.decode() if isinstance(field, bytes) else str(field)
+                        try:
+                            records[host] = HostRecord.decode(value)
+                        except RecordError as exc:
+                            # Losing a record re-decides that host's owner from the current claims.
+                            log.warning("host record %s unreadable, dropped: %s", host, exc)
+        except RedisError as exc:
+            raise StoreError(f"loading {self.hosts_key}: {exc}") from exc
+        return records
+
+    async def save_hosts(self, records: dict[str, HostRecord | None]) -> None:
+        if not records:
+            return
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    pipe = self.client.pipeline(transaction=True)
+                    for host, record in records.items():
+                        if record is None:
+                            pipe.hdel(self.hosts_key, host)
+                        else:
+                            pipe.hset(self.hosts_key, host, record.encode())
+                    await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"saving {len(records)} host records in {self.hosts_key}: {exc}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -10,7 +10,9 @@ Ingress may route a host at all.
 - Hosts *conflict* when they are equal, or one is a wildcard covering the other (`*.foo.com` covers
   `bar.foo.com`: exactly one label). An Ingress is admitted for a host only if no *other* namespace owns
   a conflicting host — unless that owner allows it: the owner's Ingress that names the host carries
-  `shardgate.io/allow-host-sharing-with: ns-b,ns-c`. A guest never becomes the owner by sharing.
+  `shardgate.io/allow-host-sharing-with: ns-b,ns-c`. A guest never becomes the owner by sharing, and
+  an owner is always admitted for its own host (sharing `foo.com`'s neighbour `x.foo.com` may let the
+  guest own `*.foo.com`; that never takes `x.foo.com` from its owner, and exact beats wildcard).
 - An unowned host goes to the claimant that has waited longest (the time the watcher first saw its
   claim, then its oldest Ingress's creationTimestamp, then the namespace name), among claimants no
   conflicting owner blocks. On a fresh start every claim is seen at once, so the oldest Ingress wins.
@@ -128,7 +130,10 @@ class Tenancy:
         """Release hosts their owner no longer claims, give unowned hosts to the longest waiting
         admissible claimant, drop waiters that stopped claiming. Returns every host whose owner
         changed, and the hosts conflicting with them (their claimants' admission may have changed)."""
-        work = sorted(set(hosts), key=self._priority)
+        start = set(hosts)
+        # A claim's sharing list changes what conflicting hosts' claimants may do: settle those too.
+        start |= {c for h in list(start) for c in self.conflicting(h)}
+        work = sorted(start, key=self._priority)
         changed: set[str] = set()
         rounds = 0
         while work and rounds < 4 * (len(work) + 8):
@@ -206,6 +211,8 @@ class Tenancy:
             and namespace not in self.catch_all_namespaces
         ):
             return "the catch-all (rules without a host, defaultBackend) is reserved for other namespaces"
+        if self.owner(host) == namespace:
+            return None  # an owner keeps its host even when sharing let a neighbour own a wildcard over it
         others = sorted(self.conflicting(host))
         for other in ([host] if include_self else []) + others:
             owner = self.owner(other)

@@ -118,3 +118,13 @@ def test_dirty_records_and_deletion() -> None:
     assert t.take_dirty() == {"h.example.com": HostRecord("a", {})}
     put(t, "ingress/a/x", None, 2)
     assert t.take_dirty() == {"h.example.com": None} and t.known_hosts() == set()
+
+
+def test_an_owner_keeps_its_host_when_sharing_lets_a_neighbour_own_a_wildcard_over_it() -> None:
+    t = Tenancy()
+    put(t, "ingress/a/x", claim("a", "x.foo.com", share=("b",)), 1)
+    put(t, "ingress/b/w", claim("b", "*.foo.com", "x.foo.com"), 2)
+    assert t.owner("*.foo.com") == "b" and t.owner("x.foo.com") == "a"
+    assert t.admits("a", "x.foo.com") is None and t.admits("b", "x.foo.com") is None
+    put(t, "ingress/c/y", claim("c", "y.foo.com"), 3)
+    assert t.admits("c", "y.foo.com") is not None
