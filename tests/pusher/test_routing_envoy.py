@@ -27,6 +27,7 @@ from shardgate.model import (
     CATCH_ALL_HOST,
     Backend,
     Canary,
+    Cors,
     EndpointPort,
     EndpointSliceSpec,
     HostRoutes,
@@ -315,6 +316,11 @@ async def test_wildcard_exact_and_catch_all(pusher: Pusher, gw: Gateway) -> None
     )
     reply = await fetch(gw, "bar.example.com", "/", hdr(x_shardgate_scope="shop.example.com"))
     assert "x-shardgate-scope" not in reply.upstream_headers
+    # A client cannot steer Envoy with its control headers either: they are dropped at the edge.
+    reply = await fetch(gw, "shop.example.com", "/", hdr(x_envoy_retry_on="5xx", x_envoy_max_retries="9"))
+    assert reply.name == "web" and not {"x-envoy-retry-on", "x-envoy-max-retries"} & set(
+        reply.upstream_headers
+    )
 
     # The catch-all: a host-less rule and a default backend answer what no host (or path) does.
     pusher.apply(host(CATCH_ALL_HOST, ("/hostless", PREFIX, "auth"), default="canary"))
@@ -335,3 +341,170 @@ async def test_wildcard_exact_and_catch_all(pusher: Pusher, gw: Gateway) -> None
     # Removing the wildcard sends its hosts to the catch-all; the exact host stays.
     pusher.apply(delete=(host_unit("*.example.com"),))
     await until(gw, {("bar.example.com", "/"): answers("canary"), ("shop.example.com", "/"): answers("web")})
+
+
+# ---- annotations -------------------------------------------------------------------------------------
+
+
+async def test_rewrite_redirects_and_app_root(pusher: Pusher, gw: Gateway) -> None:
+    opts = IngressOptions
+    pusher.apply(
+        host("rw.example.com", ("/foo", PREFIX, "web"), options=opts(rewrite_target="/")),
+        host("rw2.example.com", ("/foo", PREFIX, "web"), options=opts(rewrite_target="/new")),
+        host("rw3.example.com", ("/exact", EXACT, "web"), options=opts(rewrite_target="/there")),
+        host(
+            "rx.example.com",
+            ("/api(/|$)(.*)", PathType.IMPLEMENTATION_SPECIFIC, "web"),
+            options=opts(rewrite_target="/v2/$2", use_regex=True),
+        ),
+        host("tls.example.com", ("/", PREFIX, "web"), tls="tls-secret"),
+        host("optout.example.com", ("/", PREFIX, "web"), tls="tls-secret", options=opts(ssl_redirect=False)),
+        host("force.example.com", ("/", PREFIX, "web"), options=opts(force_ssl_redirect=True)),
+        host(
+            "acme.example.com",
+            ("/.well-known/acme-challenge", PREFIX, "api"),
+            ("/", PREFIX, "web"),
+            tls="tls-secret",
+        ),
+        host(
+            "moved.example.com",
+            ("/", PREFIX, "web"),
+            options=opts(permanent_redirect="https://new.example.org/landing", permanent_redirect_code=308),
+        ),
+        host(
+            "moved301.example.com",
+            ("/", PREFIX, "web"),
+            options=opts(permanent_redirect="http://x.test:8081/"),
+        ),
+        host("app.example.com", ("/", PREFIX, "web"), options=opts(app_root="/app1")),
+    )
+    await until(
+        gw,
+        {
+            ("rw.example.com", "/foo/bar?q=1"): answers("web", path="/bar?q=1"),
+            ("rw.example.com", "/foo"): answers("web", path="/"),
+            ("rw2.example.com", "/foo/bar"): answers("web", path="/new/bar"),
+            ("rw2.example.com", "/foo"): answers("web", path="/new"),
+            ("rw3.example.com", "/exact"): answers("web", path="/there"),
+            ("rx.example.com", "/api/users/7"): answers("web", path="/v2/users/7"),
+            ("rx.example.com", "/API"): answers("web", path="/v2/"),  # nginx's ~* is case-insensitive
+            ("tls.example.com", "/a?b=c"): redirects(308, "https://tls.example.com/a?b=c"),
+            ("optout.example.com", "/a"): answers("web"),
+            ("force.example.com", "/a"): redirects(308, "https://force.example.com/a"),
+            ("acme.example.com", "/.well-known/acme-challenge/tok"): answers("api"),
+            ("acme.example.com", "/x"): redirects(308, "https://acme.example.com/x"),
+            ("moved.example.com", "/any?x=1"): redirects(308, "https://new.example.org/landing"),
+            ("moved301.example.com", "/any"): redirects(301, "http://x.test:8081/"),
+            ("app.example.com", "/"): redirects(302, "http://app.example.com/app1"),
+            ("app.example.com", "/other"): answers("web", path="/other"),
+        },
+    )
+
+
+async def test_canary(pusher: Pusher, gw: Gateway) -> None:
+    pusher.apply(
+        canary_host("all.example.com", "web", "canary", Canary(weight=100)),
+        canary_host("none.example.com", "web", "canary", Canary(weight=0)),
+        canary_host("hdr.example.com", "web", "canary", Canary(weight=100, header="X-Canary")),
+        canary_host("val.example.com", "web", "canary", Canary(header="x-env", header_value="blue")),
+    )
+    await until(
+        gw,
+        {
+            ("all.example.com", "/x"): answers("canary"),
+            ("none.example.com", "/x"): answers("web"),
+            ("hdr.example.com", "/", hdr(x_canary="always")): answers("canary"),
+            ("hdr.example.com", "/", hdr(x_canary="never")): answers("web"),  # never beats the weight
+            ("hdr.example.com", "/", hdr(x_canary="other")): answers("canary"),  # weight decides
+            ("val.example.com", "/", hdr(x_env="blue")): answers("canary"),
+            ("val.example.com", "/", hdr(x_env="always")): answers("web"),
+            ("val.example.com", "/"): answers("web"),
+        },
+    )
+
+
+async def test_timeouts_and_protocols(pusher: Pusher, gw: Gateway, upstreams: Backends) -> None:
+    pusher.apply(
+        host("slow.example.com", ("/", PREFIX, "slow"), options=IngressOptions(read_timeout_s=0.5)),
+        host(
+            "conn.example.com",
+            ("/", PREFIX, "web"),
+            options=IngressOptions(connect_timeout_s=1.5, send_timeout_s=120),
+        ),
+        host("grpc.example.com", ("/", PREFIX, "grpc"), options=IngressOptions(backend_protocol="GRPC")),
+    )
+    # The per-host clusters read assignments Envoy already holds: a bound well under Envoy's 15 s initial
+    # fetch timeout shows they do not wait it out (clusters.SHARED_EDS_INITIAL_FETCH).
+    await until(
+        gw,
+        {
+            ("slow.example.com", "/slow"): status(504),
+            ("slow.example.com", "/fast"): answers("slow"),
+            ("conn.example.com", "/"): answers("web"),
+        },
+        timeout=10,
+    )
+    # gRPC through Envoy to an HTTP/2-only server: the per-host cluster speaks HTTP/2 upstream.
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{gw.http_port}", options=[("grpc.default_authority", "grpc.example.com")]
+    ) as channel:
+        say = channel.unary_unary("/echo.Echo/Say")
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while True:
+            try:
+                assert await say(b"hi", timeout=5) == b"grpc:hi"
+                break
+            except grpc.aio.AioRpcError:
+                assert asyncio.get_running_loop().time() < deadline, "gRPC never answered"
+                await asyncio.sleep(0.1)
+    clusters = await gw.config_names("dynamic_active_clusters")
+    assert {"grpc.example.com|shop/grpc:80|grpc", "conn.example.com|shop/web:80|connect=1.5s"} <= clusters
+
+
+async def test_whitelist_and_cors(pusher: Pusher, gw: Gateway) -> None:
+    pusher.apply(
+        host(
+            "in.example.com",
+            ("/", PREFIX, "web"),
+            options=IngressOptions(whitelist_source_range=("127.0.0.0/8",)),
+        ),
+        host(
+            "out.example.com",
+            ("/", PREFIX, "web"),
+            options=IngressOptions(whitelist_source_range=("10.0.0.0/8", "fd00::/8")),
+        ),
+        host(
+            "cors.example.com",
+            ("/", PREFIX, "web"),
+            options=IngressOptions(cors=Cors(allow_origins=("https://app.test",), allow_credentials=False)),
+        ),
+        host("anycors.example.com", ("/", PREFIX, "web"), options=IngressOptions(cors=Cors())),
+    )
+    preflight = hdr(origin="https://app.test", access_control_request_method="PUT")
+    await until(
+        gw,
+        {
+            ("in.example.com", "/"): answers("web"),
+            ("out.example.com", "/"): status(403),
+            ("OUT.Example.com", "/"): status(403),  # found by the fallback: still checked
+            ("out.example.com", "/", hdr(x_forwarded_for="10.1.2.3")): status(403),  # not forgeable
+            ("cors.example.com", "/", preflight, "OPTIONS"): status(200),
+            ("cors.example.com", "/", hdr(origin="https://app.test")): answers("web"),
+        },
+    )
+    reply = await fetch(gw, "cors.example.com", "/", preflight, "OPTIONS")
+    assert reply.headers["access-control-allow-origin"] == "https://app.test"
+    assert "PUT" in reply.headers["access-control-allow-methods"]
+    assert reply.headers["access-control-max-age"] == "1728000"
+    assert "access-control-allow-credentials" not in reply.headers
+    other = await fetch(gw, "cors.example.com", "/", hdr(origin="https://evil.test"))
+    assert other.status == 200 and "access-control-allow-origin" not in other.headers
+    anyone = await fetch(
+        gw,
+        "anycors.example.com",
+        "/",
+        hdr(origin="https://x.test", access_control_request_method="GET"),
+        "OPTIONS",
+    )
+    assert anyone.headers["access-control-allow-origin"] == "https://x.test"
+    assert anyone.headers["access-control-allow-credentials"] == "true"

@@ -15,7 +15,7 @@ one host's change never rebuilds another's.
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as http_options
@@ -106,13 +106,27 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+# A per-host cluster reads an assignment Envoy usually holds already (the service cluster's). Over Delta
+# ADS Envoy then sends no new subscription, so nothing is pushed to the new cluster, and it waits out its
+# initial fetch timeout before taking the assignment from its EDS cache (15 s by default, measured). A
+# short timeout makes that wait short; when the assignment is not held yet, the cluster starts empty
+# (503) and fills when it arrives, which is what a new service does anyway.
+SHARED_EDS_INITIAL_FETCH = duration_pb2.Duration(nanos=5_000_000)
+
+
+def _shared_eds_source() -> config_source_pb2.ConfigSource:
+    source = ads_source()
+    source.initial_fetch_timeout.CopyFrom(SHARED_EDS_INITIAL_FETCH)
+    return source
+
+
 def host_cluster(name: str, service_cluster: str, options: IngressOptions) -> cluster_pb2.Cluster:
     protocol = options.backend_protocol.upper()
     out = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-            eds_config=ads_source(), service_name=service_cluster
+            eds_config=_shared_eds_source(), service_name=service_cluster
         ),
         connect_timeout=(
             duration(options.connect_timeout_s)

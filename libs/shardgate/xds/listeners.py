@@ -78,6 +78,11 @@ def http_connection_manager(stat_prefix: str, *, https: bool) -> hcm.HttpConnect
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(
             scheme_to_overwrite="https" if https else "http"
         ),
+        # The gateway is the edge: the client's address is the connection's peer (appended to
+        # X-Forwarded-For), and with no internal address configured every request is external, so Envoy
+        # drops client-sent control headers (`x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`, ...)
+        # instead of obeying them.
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
         # Route matching and allow-lists see `/a/../b` as `/b`, the way nginx matches locations.
         normalize_path=wrappers_pb2.BoolValue(value=True),
         # ingress-nginx proxies WebSocket upgrades on every location; so does this.
