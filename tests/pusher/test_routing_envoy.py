@@ -22,7 +22,6 @@ from prometheus_client import REGISTRY
 
 from shardgate.keys import host_unit, service_unit
 from shardgate.local.echo import EchoServer
-from shardgate.merge import CanaryRoute, HostConfig, Route
 from shardgate.model import (
     CATCH_ALL_HOST,
     Backend,
@@ -39,7 +38,6 @@ from shardgate.model import (
 )
 from shardgate.records import Fragment
 from shardgate.xds import compile_unit
-from shardgate.xds.compile import compile_host
 
 pytestmark = pytest.mark.integration
 
@@ -70,22 +68,16 @@ def host(
 
 
 def canary_host(name: str, primary: str, canary: str, spec: Canary) -> Fragment:
-    """A host whose `/` goes to `primary` with `canary` as its canary (the merge's output, built here)."""
-    config = HostConfig(
-        name,
-        (
-            Route(
-                "/",
-                PREFIX,
-                f"{NS}/{primary}:80",
-                f"ingress/{NS}/main",
-                canaries=(CanaryRoute(f"{NS}/{canary}:80", spec, f"ingress/{NS}/canary"),),
-            ),
-        ),
-        None,
+    """A host whose `/` goes to `primary`, with a second (canary) Ingress sending `/` to `canary`."""
+    main = HostRoutes(NS, "main", "2024-01-01T00:00:00Z", (PathRule("/", PREFIX, Backend(primary, 80)),))
+    extra = HostRoutes(
+        NS,
+        "canary",
+        "2024-01-02T00:00:00Z",
+        (PathRule("/", PREFIX, Backend(canary, 80)),),
+        options=IngressOptions(canary=spec),
     )
-    resources, meta = compile_host(config)
-    return Fragment(host_unit(name), resources, meta)
+    return compile_unit(host_unit(name), {f"ingress/{NS}/main": main, f"ingress/{NS}/canary": extra})
 
 
 def service(name: str, port: int) -> Fragment:

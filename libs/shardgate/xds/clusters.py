@@ -17,7 +17,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as http_options
 from google.protobuf import any_pb2, duration_pb2
 
@@ -149,7 +149,7 @@ def host_cluster(name: str, service_cluster: str, options: IngressOptions) -> cl
         # Like nginx's default (`proxy_ssl_verify off`): encrypted, the backend's certificate not
         # verified — a pod's certificate is rarely issued for anything the gateway could check.
         tls = tls_pb2.UpstreamTlsContext(
-            common_tls_context=common_pb2.CommonTlsContext(
+            common_tls_context=tls_pb2.CommonTlsContext(
                 alpn_protocols=["h2"] if protocol == "GRPCS" else ["http/1.1"]
             )
         )

@@ -12,18 +12,9 @@ from collections.abc import Mapping
 
 from google.protobuf.message import Message
 
-from shardgate.keys import UnitKind, unit_kind, unit_name
-from shardgate.merge import (
-    HostConfig,
-    Route,
-    SecretConfig,
-    ServiceConfig,
-    cluster_name,
-    merge_host,
-    merge_secret,
-    merge_service,
-)
-from shardgate.model import CATCH_ALL_HOST, Contribution, HostRoutes, PathType, Wire
+from shardgate.keys import UnitKind, unit_kind
+from shardgate.merge import HostConfig, SecretConfig, ServiceConfig, merge_host, merge_secret, merge_service
+from shardgate.model import Contribution, Wire
 from shardgate.records import Fragment, Resource, make_resource
 from shardgate.xds import types
 from shardgate.xds.clusters import cluster, load_assignment
@@ -41,54 +32,22 @@ def resource(type_url: str, name: str, message: Message) -> Resource:
     return make_resource(type_url, name, serialize(message))
 
 
-def default_backends(contributions: Mapping[str, Contribution]) -> list[Route]:
-    """Every `spec.defaultBackend` contributed to the catch-all, oldest Ingress (then name) first.
-
-    The first is the catch-all's default backend; the others are reported as conflicts. Kept here, not
-    in the merge, because only the catch-all unit carries them and only its compilation needs them.
-    """
-    parts = sorted(
-        (
-            (c.created, src, c)
-            for src, c in contributions.items()
-            if isinstance(c, HostRoutes) and c.default_backend is not None
-        ),
-        key=lambda t: (t[0], t[1]),
-    )
-    return [
-        Route(
-            "/",
-            PathType.PREFIX,
-            cluster_name(c.namespace, c.default_backend.service, c.default_backend.port),
-            src,
-            c.options,
-        )
-        for _, src, c in parts
-        if c.default_backend is not None
-    ]
-
-
-def compile_host(
-    config: HostConfig, defaults: list[Route] | None = None
-) -> tuple[tuple[Resource, ...], Wire]:
+def compile_host(config: HostConfig) -> tuple[tuple[Resource, ...], Wire]:
     """The host's scope and its own upstream clusters (clusters first: the push order sends them first)."""
-    defaults = defaults or []
-    compiled = compile_host_routes(config, defaults[0] if defaults else None)
+    compiled = compile_host_routes(config)
     meta: Wire = {"host": config.host}
     if config.tls_secret:
         meta["tls_secret"] = config.tls_secret
-    conflicts = [
-        {"source": c.source, "winner": c.winner, "path": c.path, "path_type": str(c.path_type)}
-        for c in config.conflicts
-    ]
-    conflicts += [
-        {"source": d.source, "winner": defaults[0].source, "path": "defaultBackend", "path_type": ""}
-        for d in defaults[1:]
-    ]
-    if conflicts:
-        meta["conflicts"] = conflicts
-    if defaults:
-        meta["default_backend"] = {"source": defaults[0].source, "cluster": defaults[0].cluster}
+    if config.conflicts:
+        meta["conflicts"] = [
+            {"source": c.source, "winner": c.winner, "path": c.path, "path_type": str(c.path_type)}
+            for c in config.conflicts
+        ]
+    if config.ignored:
+        meta["ignored"] = [
+            {"source": i.source, "path": i.path, "path_type": str(i.path_type), "reason": i.reason}
+            for i in config.ignored
+        ]
     if compiled.rejected:
         meta["rejected"] = [
             {"source": r.source, "path": r.path, "reason": r.reason} for r in compiled.rejected
@@ -117,8 +76,7 @@ def compile_unit(unit: str, contributions: Mapping[str, Contribution]) -> Fragme
     compiled: tuple[tuple[Resource, ...], Wire] | None = None
     if kind is UnitKind.HOST:
         host = merge_host(unit, contributions)
-        defaults = default_backends(contributions) if unit_name(unit) == CATCH_ALL_HOST else []
-        compiled = None if host is None else compile_host(host, defaults)
+        compiled = None if host is None else compile_host(host)
     elif kind is UnitKind.SERVICE:
         service = merge_service(unit, contributions)
         compiled = None if service is None else compile_service(service)

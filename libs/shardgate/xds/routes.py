@@ -12,7 +12,7 @@ Each merged rule becomes, in this order (first match wins in Envoy):
 2. per rule: an HTTP→HTTPS redirect for `:scheme: http` (`ssl-redirect` / `force-ssl-redirect`);
    a `permanent-redirect` instead of forwarding; the canary-by-header routes; the rule itself (with the
    canary weights, if any);
-3. the catch-all's default backend, lowest;
+3. the catch-all's default backend is the merge's last rule (a Prefix `/`);
 4. in a host scope that has no `/` rule: a 404 route that sends the request on to the catch-all scope.
 """
 
@@ -151,7 +151,7 @@ def _weights(canaries: tuple[CanaryRoute, ...]) -> list[int]:
     return [*weights, max(scale - sum(weights), 0)]
 
 
-def compile_host_routes(config: HostConfig, default_backend: Route | None = None) -> CompiledHost:
+def compile_host_routes(config: HostConfig) -> CompiledHost:
     """The host's scope and upstream variants; a rule Envoy would refuse is left out and reported."""
     builder = _Builder(config)
     routes: list[rc.Route] = []
@@ -162,12 +162,8 @@ def compile_host_routes(config: HostConfig, default_backend: Route | None = None
             routes.append(options.app_root_redirect(app_root.options.app_root))
         except RouteRejected as exc:
             rejected.append(Rejection(app_root.source, "/", str(exc)))
-    rules = list(config.routes)
-    has_root = any(r.path == "/" and r.path_type is PathType.PREFIX for r in rules)
-    if default_backend is not None and not has_root:
-        rules.append(default_backend)
-        has_root = True
-    for rule in rules:
+    has_root = any(r.path == "/" and r.path_type is PathType.PREFIX for r in config.routes)
+    for rule in config.routes:
         saved = dict(builder.clusters)
         try:
             routes.extend(builder.rule(rule))
