@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +21,10 @@ import grpc
 import pytest
 from aiohttp import web
 from conftest import NS, WAIT, Gateway, Pusher
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 
 from shardgate.keys import host_unit, service_unit
@@ -125,8 +132,9 @@ class SlowBackend:
 class GrpcBackend:
     """A gRPC server (HTTP/2 only): a call that succeeds through Envoy went upstream over HTTP/2."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
         self.port = 0
+        self.tls = tls
         self.server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
@@ -138,7 +146,11 @@ class GrpcBackend:
         )
         self.server = grpc.aio.server()
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if self.tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            credentials = grpc.ssl_server_credentials([(self.tls[1], self.tls[0])])
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
         await self.server.start()
 
     async def stop(self) -> None:
@@ -146,30 +158,89 @@ class GrpcBackend:
             await self.server.stop(grace=None)
 
 
+def self_signed() -> tuple[bytes, bytes]:
+    """A throwaway certificate and key for the TLS backends (Envoy does not verify them, like nginx)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "backend.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class TlsEcho:
+    """An HTTPS-only backend: it answers only if the gateway spoke TLS to it (and says so)."""
+
+    def __init__(self, cert: bytes, key: bytes, workdir: Path) -> None:
+        self.port = 0
+        self.cert, self.key, self.workdir = cert, key, workdir
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            tls = request.transport is not None and request.transport.get_extra_info("sslcontext") is not None
+            return web.json_response(
+                {"name": "tls" if tls else "plain", "path": request.path_qs, "headers": {}}
+            )
+
+        (self.workdir / "cert.pem").write_bytes(self.cert)
+        (self.workdir / "key.pem").write_bytes(self.key)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.workdir / "cert.pem", self.workdir / "key.pem")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 @dataclass
 class Backends:
-    echo: dict[str, EchoServer] = field(default_factory=dict)
+    echo: dict[str, EchoServer]
+    tls: TlsEcho
+    grpcs: GrpcBackend
     slow: SlowBackend = field(default_factory=SlowBackend)
     grpc: GrpcBackend = field(default_factory=GrpcBackend)
+
+    def servers(self) -> list[EchoServer | TlsEcho | GrpcBackend | SlowBackend]:
+        return [*self.echo.values(), self.tls, self.grpcs, self.slow, self.grpc]
 
     def fragments(self) -> list[Fragment]:
         out = [service(name, s.port) for name, s in self.echo.items()]
         out += [service("slow", self.slow.port), service("grpc", self.grpc.port)]
+        out += [service("tls", self.tls.port), service("grpcs", self.grpcs.port)]
         return out
 
 
 @pytest.fixture
-async def upstreams() -> AsyncIterator[Backends]:
-    b = Backends(echo={name: EchoServer(name) for name in ("web", "api", "auth", "web2", "canary")})
-    for s in b.echo.values():
-        await s.start()
-    await b.slow.start()
-    await b.grpc.start()
+async def upstreams(tmp_path: Path) -> AsyncIterator[Backends]:
+    cert, key = self_signed()
+    b = Backends(
+        echo={name: EchoServer(name) for name in ("web", "api", "auth", "web2", "canary")},
+        tls=TlsEcho(cert, key, tmp_path),
+        grpcs=GrpcBackend((cert, key)),
+    )
+    for server in b.servers():
+        await server.start()
     yield b
-    for s in b.echo.values():
-        await s.stop()
-    await b.slow.stop()
-    await b.grpc.stop()
+    for server in b.servers():
+        await server.stop()
 
 
 # ---- client ------------------------------------------------------------------------------------------
@@ -424,6 +495,9 @@ async def test_timeouts_and_protocols(pusher: Pusher, gw: Gateway, upstreams: Ba
             options=IngressOptions(connect_timeout_s=1.5, send_timeout_s=120),
         ),
         host("grpc.example.com", ("/", PREFIX, "grpc"), options=IngressOptions(backend_protocol="GRPC")),
+        host("grpcs.example.com", ("/", PREFIX, "grpcs"), options=IngressOptions(backend_protocol="GRPCS")),
+        host("tls.example.com", ("/", PREFIX, "tls"), options=IngressOptions(backend_protocol="HTTPS")),
+        host("notls.example.com", ("/", PREFIX, "tls")),
     )
     # The per-host clusters read assignments Envoy already holds: a bound well under Envoy's 15 s initial
     # fetch timeout shows they do not wait it out (clusters.SHARED_EDS_INITIAL_FETCH).
@@ -433,22 +507,26 @@ async def test_timeouts_and_protocols(pusher: Pusher, gw: Gateway, upstreams: Ba
             ("slow.example.com", "/slow"): status(504),
             ("slow.example.com", "/fast"): answers("slow"),
             ("conn.example.com", "/"): answers("web"),
+            ("tls.example.com", "/x"): answers("tls", path="/x"),  # spoke TLS to the backend
+            ("notls.example.com", "/x"): status(503),  # without the annotation: plain HTTP, refused
         },
         timeout=10,
     )
-    # gRPC through Envoy to an HTTP/2-only server: the per-host cluster speaks HTTP/2 upstream.
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{gw.http_port}", options=[("grpc.default_authority", "grpc.example.com")]
-    ) as channel:
-        say = channel.unary_unary("/echo.Echo/Say")
-        deadline = asyncio.get_running_loop().time() + WAIT
-        while True:
-            try:
-                assert await say(b"hi", timeout=5) == b"grpc:hi"
-                break
-            except grpc.aio.AioRpcError:
-                assert asyncio.get_running_loop().time() < deadline, "gRPC never answered"
-                await asyncio.sleep(0.1)
+    # gRPC through Envoy to an HTTP/2-only server (and one behind TLS): the per-host clusters speak
+    # HTTP/2 upstream.
+    for authority in ("grpc.example.com", "grpcs.example.com"):
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{gw.http_port}", options=[("grpc.default_authority", authority)]
+        ) as channel:
+            say = channel.unary_unary("/echo.Echo/Say")
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while True:
+                try:
+                    assert await say(b"hi", timeout=5) == b"grpc:hi"
+                    break
+                except grpc.aio.AioRpcError:
+                    assert asyncio.get_running_loop().time() < deadline, f"{authority}: gRPC never answered"
+                    await asyncio.sleep(0.1)
     clusters = await gw.config_names("dynamic_active_clusters")
     assert {"grpc.example.com|shop/grpc:80|grpc", "conn.example.com|shop/web:80|connect=1.5s"} <= clusters
 
@@ -471,6 +549,11 @@ async def test_whitelist_and_cors(pusher: Pusher, gw: Gateway) -> None:
             options=IngressOptions(cors=Cors(allow_origins=("https://app.test",), allow_credentials=False)),
         ),
         host("anycors.example.com", ("/", PREFIX, "web"), options=IngressOptions(cors=Cors())),
+        host(
+            "wildcors.example.com",
+            ("/", PREFIX, "web"),
+            options=IngressOptions(cors=Cors(allow_origins=("https://*.app.test",))),
+        ),
     )
     preflight = hdr(origin="https://app.test", access_control_request_method="PUT")
     await until(
@@ -500,3 +583,13 @@ async def test_whitelist_and_cors(pusher: Pusher, gw: Gateway) -> None:
     )
     assert anyone.headers["access-control-allow-origin"] == "https://x.test"
     assert anyone.headers["access-control-allow-credentials"] == "true"
+    for origin, allowed in [
+        ("https://a.app.test", True),
+        ("https://A.App.test", True),  # origins compare case-insensitively, as nginx's ~*
+        ("https://a.b.app.test", False),  # one label, as nginx
+        ("http://a.app.test", False),  # the scheme is part of the origin
+        ("https://app.test", False),
+    ]:
+        reply = await fetch(gw, "wildcors.example.com", "/", hdr(origin=origin))
+        assert reply.status == 200
+        assert (reply.headers.get("access-control-allow-origin") == origin) is allowed, origin

@@ -33,7 +33,7 @@ from shardgate.model import (
     PathType,
 )
 from shardgate.records import Fragment
-from shardgate.xds import compile_unit, options, types, wildcard
+from shardgate.xds import compile_unit, filters, options, regex, types, wildcard
 from shardgate.xds.compile import compile_host
 from shardgate.xds.filters import CORS_FILTER, RBAC_FILTER
 
@@ -641,4 +641,33 @@ def test_options_change_the_version_and_nothing_else_does() -> None:
     ],
 )
 def test_program_size_is_envoys(path: str, size: int) -> None:
-    assert options.program_size(options.envoy_path_regex(path)) == size
+    assert regex.program_size(options.envoy_path_regex(path)) == size
+
+
+@pytest.mark.parametrize(
+    ("origin", "expected"),
+    [
+        pytest.param("*", {"exact": "*", "ignoreCase": True}, id="any"),
+        pytest.param("https://a.test:8443", {"exact": "https://a.test:8443", "ignoreCase": True}, id="exact"),
+        pytest.param(
+            "https://*.a-b.test",
+            {"safeRegex": {"regex": "(?i)https://[^./:]+\\.a\\-b\\.test"}},
+            id="one-label-wildcard",
+        ),
+        pytest.param(
+            "http://*.a.test:81",
+            {"safeRegex": {"regex": "(?i)http://[^./:]+\\.a\\.test:81"}},
+            id="wildcard-with-port",
+        ),
+    ],
+)
+def test_cors_origins(origin: str, expected: dict[str, Any]) -> None:
+    assert MessageToDict(filters.origin_matcher(origin)) == expected
+
+
+def test_cors_origin_too_long_for_envoy_rejects_the_rule() -> None:
+    origin = "https://*." + "a" * 120 + ".test"
+    fragment = compiled("a.example.com", ingress(ROOT, options=O(cors=Cors(allow_origins=(origin,)))))
+    (rejected,) = fragment.meta["rejected"]
+    assert "cors-allow-origin" in rejected["reason"]
+    assert routes_of(fragment) == [TO_CATCH_ALL]

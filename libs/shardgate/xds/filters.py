@@ -17,6 +17,7 @@ Order: the host fallback settles the route first; RBAC (the `whitelist-source-ra
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config
@@ -25,12 +26,12 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from shardgate.model import Cors
-from shardgate.xds import wildcard
+from shardgate.xds import regex, wildcard
 
 RBAC_FILTER = "envoy.filters.http.rbac"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -108,11 +109,28 @@ def allow_only(cidrs: tuple[str, ...]) -> any_pb2.Any:
     return pack(rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules)))
 
 
+def origin_matcher(origin: str) -> string_pb2.StringMatcher:
+    """An allowed origin as nginx matches it: case-insensitive; `https://*.example.com` is one label.
+
+    The wildcard form becomes an RE2 pattern of escaped literals (its program grows with the domain's
+    length); a pattern Envoy would refuse raises `regex.RegexRefused`.
+    """
+    scheme, sep, rest = origin.partition("://")
+    if not sep or not rest.startswith("*."):
+        return string_pb2.StringMatcher(exact=origin, ignore_case=True)
+    host, _, port = rest[2:].partition(":")
+    pattern = "(?i)" + re.escape(f"{scheme}://") + r"[^./:]+\." + re.escape(host)
+    if port:
+        pattern += re.escape(f":{port}")
+    # Envoy refuses `ignore_case` on a regex matcher: the pattern says it instead.
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex.checked(pattern)))
+
+
 def cors_policy(cors: Cors) -> any_pb2.Any:
-    """nginx `enable-cors`: origins matched exactly (`*` allows any origin), the rest passed as given."""
+    """nginx `enable-cors`: origins as `origin_matcher` says (`*` allows any origin)."""
     return pack(
         cors_pb2.CorsPolicy(
-            allow_origin_string_match=[string_pb2.StringMatcher(exact=o) for o in cors.allow_origins],
+            allow_origin_string_match=[origin_matcher(o) for o in cors.allow_origins],
             allow_methods=cors.allow_methods,
             allow_headers=cors.allow_headers,
             expose_headers=cors.expose_headers,

@@ -14,21 +14,14 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-import re2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from shardgate.merge import Route
 from shardgate.model import IngressOptions, PathType
-from shardgate.xds import filters
+from shardgate.xds import filters, regex
 from shardgate.xds.clusters import duration
-
-# Envoy refuses a regex whose RE2 program is larger than `re2.max_program_size.error_level` (100 by
-# default). Envoy 1.40's size equals python-re2's for the pattern compiled as Latin-1 bytes, measured at
-# the boundary (`(?i)/[a-z]{93}.*` 100: accepted; `{94}` 101: NACKed; `(?i)/(foo|bar|baz|qux){9}.*` 115
-# in both); the UTF-8 size of the same pattern is several times larger (571) and is not what Envoy checks.
-MAX_REGEX_PROGRAM_SIZE = 100
 
 # nginx `proxy_read_timeout` default: the time allowed between two reads from the backend. Envoy's own
 # default is a 15 s limit on the *whole* response, which would cut long downloads and streams that worked
@@ -55,25 +48,11 @@ def re2_escape(text: str) -> str:
     return "".join("\\" + c if c in _RE2_META else c for c in text)
 
 
-def program_size(pattern: str) -> int:
-    """The RE2 program size Envoy computes for `pattern` (see MAX_REGEX_PROGRAM_SIZE)."""
-    options = re2.Options()
-    options.encoding = re2.Options.Encoding.LATIN1
-    options.log_errors = False
-    return int(re2.compile(pattern.encode("latin-1"), options).programsize)
-
-
 def checked_regex(pattern: str) -> str:
     try:
-        re2.compile(pattern)
-        size = program_size(pattern)
-    except (re2.error, UnicodeEncodeError) as exc:
-        raise RouteRejected(f"invalid regex {pattern!r}: {exc}") from exc
-    if size > MAX_REGEX_PROGRAM_SIZE:
-        raise RouteRejected(
-            f"regex {pattern!r} is too complex (RE2 program size {size} > {MAX_REGEX_PROGRAM_SIZE})"
-        )
-    return pattern
+        return regex.checked(pattern)
+    except regex.RegexRefused as exc:
+        raise RouteRejected(str(exc)) from exc
 
 
 def _regex(pattern: str) -> regex_pb2.RegexMatcher:
@@ -119,7 +98,7 @@ def rewrite(route: Route, action: rc.RouteAction) -> None:
     if uses_regex(route):
         # The same pattern as the match: the route matched the whole path, so its leftmost match is all of it.
         pattern = envoy_path_regex(route.path)
-        groups = re2.compile(checked_regex(pattern)).groups
+        groups = regex.groups(checked_regex(pattern))
         wanted = [int(a or b) for a, b in _CAPTURE.findall(target)]
         if any(g > groups for g in wanted):
             raise RouteRejected(f"rewrite-target {target!r} names a group the path {route.path!r} lacks")
@@ -220,5 +199,8 @@ def filter_configs(options: IngressOptions) -> dict[str, any_pb2.Any]:
     if options.whitelist_source_range:
         out[filters.RBAC_FILTER] = filters.allow_only(options.whitelist_source_range)
     if options.cors is not None:
-        out[filters.CORS_FILTER] = filters.cors_policy(options.cors)
+        try:
+            out[filters.CORS_FILTER] = filters.cors_policy(options.cors)
+        except regex.RegexRefused as exc:
+            raise RouteRejected(f"cors-allow-origin: {exc}") from exc
     return out
