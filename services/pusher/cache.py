@@ -10,6 +10,11 @@ collapse into one push.
 Resource names are global in Envoy but owned by units here; a unit cannot take a name another unit (or
 the static listeners) already owns. The clash is logged and counted, the first owner keeps the name,
 and the contender takes it over when the owner lets go — all without scanning other units.
+
+Secrets are the exception to "a resource is what a unit compiled": gateways ask for a certificate by
+SNI, so secret units go into a `CertificateIndex` (with each host's `tls_secret`) instead of the
+resource table, `get(SECRET, sni)` resolves the SNI through it, and a change is reported under the
+Secret type as the *host patterns* whose answer changed (`shop.example.com`, `*.wild.example.com`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from shardgate.keys import shard_of
+from shardgate.keys import UnitKind, shard_of, unit_kind, unit_name
 from shardgate.records import Fragment, Resource
+from shardgate.xds.types import SECRET
 
-from .metrics import NAME_CLASHES, short_type
+from .certs import CertificateIndex, Resolution
+from .metrics import NAME_CLASHES, SNI_ANSWERS, short_type
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class ResourceCache:
         self._watchers: dict[int, Watcher] = {}
         self._next_watch = 0
         self.shards = shards  # only to label spans with a unit's shard
+        self.certs = CertificateIndex()
         changed: dict[str, dict[str, Origin]] = {}
         for res in static_resources:
             self._claim(res, STATIC_OWNER, Origin(STATIC_OWNER, ""), changed)
@@ -63,8 +71,16 @@ class ResourceCache:
     # -- reads ---------------------------------------------------------------------------------------
 
     def get(self, type_url: str, name: str) -> Resource | None:
+        if type_url == SECRET:
+            return self.resolve_sni(name).resource
         by_name = self._by_type.get(type_url)
         return None if by_name is None else by_name.get(name)
+
+    def resolve_sni(self, sni: str) -> Resolution:
+        """The certificate a gateway gets for an SNI (a Secret named by the SNI), or why there is none."""
+        resolution = self.certs.resolve(sni)
+        SNI_ANSWERS.labels(resolution.outcome).inc()
+        return resolution
 
     def resources(self, type_url: str) -> Mapping[str, Resource]:
         """Every resource of a type, read-only (a view, not a copy)."""
@@ -121,7 +137,13 @@ class ResourceCache:
     ) -> None:
         if not unit:
             raise ValueError("a unit key cannot be empty")
+        kind = unit_kind(unit)
+        if kind is UnitKind.SECRET:
+            self._apply_secret(unit, fragment, origin, changed)
+            return
         old = self._fragments.pop(unit, None)
+        if kind is UnitKind.HOST:
+            self._index_host(unit, old, fragment, origin, changed)
         new_keys: set[_Key] = set()
         if fragment is not None and fragment.resources:
             self._fragments[unit] = fragment
@@ -134,6 +156,32 @@ class ResourceCache:
         if fragment is not None:
             for res in fragment.resources:
                 self._claim(res, unit, origin, changed)
+
+    def _apply_secret(
+        self, unit: str, fragment: Fragment | None, origin: Origin, changed: dict[str, dict[str, Origin]]
+    ) -> None:
+        if fragment is not None and (fragment.resources or fragment.meta):
+            self._fragments[unit] = fragment
+        else:
+            fragment = None
+            self._fragments.pop(unit, None)
+        for host in self.certs.set_secret(unit, fragment):
+            changed.setdefault(SECRET, {})[host] = origin
+
+    def _index_host(
+        self,
+        unit: str,
+        old: Fragment | None,
+        new: Fragment | None,
+        origin: Origin,
+        changed: dict[str, dict[str, Origin]],
+    ) -> None:
+        secret = new.meta.get("tls_secret") if new is not None and new.resources else None
+        was = old.meta.get("tls_secret") if old is not None else None
+        if secret != was:
+            host = unit_name(unit)
+            if self.certs.set_host(host, secret):
+                changed.setdefault(SECRET, {})[host] = origin
 
     def _claim(self, res: Resource, unit: str, origin: Origin, changed: dict[str, dict[str, Origin]]) -> None:
         key = (res.type_url, res.name)

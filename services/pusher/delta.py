@@ -12,6 +12,12 @@ stale — its ACK/NACK is ignored, but its subscription changes still apply, bec
 subscription change exactly once. A NACK leaves Envoy on its last good resources and refuses the whole
 response: the resources Envoy's message names (`acks.blame`) are held back until their version changes,
 never retried in a loop; the others in that response are sent again.
+
+Secrets are asked for by SNI, one name at a time, by the HTTPS listener's on-demand certificate
+selector; they are never a wildcard subscription. The stream keeps them in `SniSubscriptions` so a
+certificate change reaches exactly the SNIs it answers, forgets an SNI as soon as it answered it with a
+removal (Envoy drops the subscription itself then), and evicts SNIs answered through a wildcard host
+past a per-stream cap — the bounds against a flood of random server names (`sni.py`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from shardgate.xds.types import PUSH_ORDER
+from shardgate.records import Resource
+from shardgate.xds.types import PUSH_ORDER, SECRET
 
 from . import acks
 from .cache import Changes, ResourceCache
-from .metrics import PUSHED_RESOURCES, PUSHES, short_type
+from .certs import Outcome
+from .metrics import PUSHED_RESOURCES, PUSHES, SNI_EVICTIONS, short_type
 from .nonces import NonceBook
+from .sni import DEFAULT_MAX_WILDCARD, SniSubscriptions
 from .stream import DEFAULT_HOLD_OFF, AdsStream
 
 log = logging.getLogger(__name__)
@@ -54,10 +63,16 @@ class _TypeState:
 class DeltaStream(AdsStream):
     protocol = "delta"
 
-    def __init__(self, cache: ResourceCache, hold_off: float = DEFAULT_HOLD_OFF) -> None:
+    def __init__(
+        self,
+        cache: ResourceCache,
+        hold_off: float = DEFAULT_HOLD_OFF,
+        max_wildcard_sni: int = DEFAULT_MAX_WILDCARD,
+    ) -> None:
         super().__init__(cache, hold_off)
         self._types: dict[str, _TypeState] = {}
         self._book = NonceBook()
+        self.sni = SniSubscriptions(max_wildcard_sni)
 
     # -- Envoy's requests ----------------------------------------------------------------------------
 
@@ -76,9 +91,7 @@ class DeltaStream(AdsStream):
             if name == WILDCARD:
                 state.wildcard = False
             else:
-                state.names.discard(name)
-                state.known.pop(name, None)
-                state.pending.discard(name)
+                self._forget(type_url, state, name)
         if state.pending:
             self.wake()
 
@@ -86,10 +99,14 @@ class DeltaStream(AdsStream):
         state = _TypeState(must_answer=True)
         self._types[type_url] = state
         subscribe = list(request.resource_names_subscribe)
-        # Legacy wildcard: a first request naming nothing subscribes to everything of the type.
-        state.wildcard = not subscribe or WILDCARD in subscribe
+        # Legacy wildcard: a first request naming nothing subscribes to everything of the type. Secrets
+        # are looked up by SNI and never sent as a whole.
+        state.wildcard = type_url != SECRET and (not subscribe or WILDCARD in subscribe)
         state.known = dict(request.initial_resource_versions)
         state.names = {n for n in subscribe if n != WILDCARD}
+        if type_url == SECRET:
+            for name in state.names:
+                self.sni.add(name)
         state.pending.update(state.names)
         state.fresh.update(state.names)
         if state.wildcard:
@@ -100,7 +117,7 @@ class DeltaStream(AdsStream):
     def _subscribe(self, type_url: str, state: _TypeState, names: Iterable[str]) -> None:
         for name in names:
             if name == WILDCARD:
-                if not state.wildcard:
+                if type_url != SECRET and not state.wildcard:
                     state.wildcard = True
                     state.pending.update(self.cache.resources(type_url).keys())
             elif name not in state.names:
@@ -108,6 +125,16 @@ class DeltaStream(AdsStream):
                 state.known.pop(name, None)  # Envoy asks afresh: send what we have
                 state.pending.add(name)
                 state.fresh.add(name)
+                if type_url == SECRET:
+                    self.sni.add(name)
+
+    def _forget(self, type_url: str, state: _TypeState, name: str) -> None:
+        state.names.discard(name)
+        state.known.pop(name, None)
+        state.pending.discard(name)
+        state.rejected.pop(name, None)
+        if type_url == SECRET:
+            self.sni.discard(name)
 
     def _answer(self, type_url: str, state: _TypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         answered = self._book.answer(type_url, request.response_nonce)
@@ -142,11 +169,16 @@ class DeltaStream(AdsStream):
             if state is None:
                 continue
             for name, origin in names.items():
-                if state.wants(name):
-                    state.pending.add(name)
-                    if origin.traceparent:
-                        state.traces[origin.traceparent] = origin.unit
+                # Secrets change by host pattern; the SNIs it covers are what Envoy subscribed to.
+                if type_url == SECRET:
+                    wanted: Iterable[str] = self.sni.affected(name)
+                else:
+                    wanted = (name,) if state.wants(name) else ()
+                for sni in wanted:
+                    state.pending.add(sni)
                     woken = True
+                if wanted and origin.traceparent:
+                    state.traces[origin.traceparent] = origin.unit
         if woken:
             self.wake()
 
@@ -166,14 +198,19 @@ class DeltaStream(AdsStream):
     def _build(self, type_url: str, state: _TypeState) -> discovery_pb2.DeltaDiscoveryResponse | None:
         resources: list[discovery_pb2.Resource] = []
         removed: list[str] = []
-        for name in state.pending:
+        evicted: list[str] = []
+        for name in list(state.pending):
             if not state.wants(name):
                 continue
-            res = self.cache.get(type_url, name)
+            res = self._secret(name, evicted) if type_url == SECRET else self.cache.get(type_url, name)
             if res is None:
                 if name in state.known or name in state.fresh:
                     removed.append(name)
                     state.known.pop(name, None)
+                if type_url == SECRET:
+                    # Envoy fails the handshake and drops the subscription on a removal: so do we, so
+                    # a random SNI leaves nothing behind.
+                    self._forget(type_url, state, name)
             elif state.known.get(name) != res.version and state.rejected.get(name) != res.version:
                 resources.append(
                     discovery_pb2.Resource(
@@ -183,6 +220,8 @@ class DeltaStream(AdsStream):
                     )
                 )
                 state.known[name] = res.version
+        if evicted:
+            resources, removed = self._evict(state, evicted, resources, removed)
         state.pending.clear()
         state.fresh.clear()
         traces, state.traces = state.traces, {}
@@ -197,3 +236,39 @@ class DeltaStream(AdsStream):
         return discovery_pb2.DeltaDiscoveryResponse(
             type_url=type_url, resources=resources, removed_resources=removed, nonce=sent.nonce
         )
+
+    def _secret(self, sni: str, evicted: list[str]) -> Resource | None:
+        """The certificate for an SNI; SNIs pushed past the wildcard cap are added to `evicted`."""
+        resolution = self.cache.resolve_sni(sni)
+        if resolution.outcome is not Outcome.SERVED:
+            if resolution.outcome is not Outcome.NO_HOST:
+                log.info(
+                    "SNI %r of node %r: host %s uses TLS secret %s, which %s: handshake refused",
+                    sni,
+                    self.node_id,
+                    resolution.host,
+                    resolution.secret,
+                    "does not exist" if resolution.outcome is Outcome.NO_SECRET else "is unusable",
+                )
+            return None
+        if resolution.wildcard:
+            evicted.extend(self.sni.served_by_wildcard(sni))
+        else:
+            self.sni.served_exactly(sni)
+        return resolution.resource
+
+    def _evict(
+        self,
+        state: _TypeState,
+        evicted: list[str],
+        resources: list[discovery_pb2.Resource],
+        removed: list[str],
+    ) -> tuple[list[discovery_pb2.Resource], list[str]]:
+        """Tell Envoy to drop SNIs evicted by the wildcard cap (a removal also answers a fresh one)."""
+        gone = set(evicted)
+        for name in evicted:
+            SNI_EVICTIONS.inc()
+            if name in state.known or name in state.fresh:
+                removed.append(name)
+            self._forget(SECRET, state, name)
+        return [r for r in resources if r.name not in gone], removed

@@ -11,8 +11,10 @@ from prometheus_client import start_http_server
 
 from shardgate.adapters.jetstream import DeltaBus
 from shardgate.adapters.store import ShardStore
+from shardgate.records import Resource
 from shardgate.telemetry import setup_tracing, shutdown_tracing
-from shardgate.xds.listeners import static_resources
+from shardgate.xds.listeners import http_connection_manager, static_resources
+from shardgate.xds.tls import HTTPS_LISTENER, https_listener_resource
 
 from .cache import ResourceCache
 from .follower import Follower
@@ -22,16 +24,25 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def run(settings: Settings) -> None:
-    cache = ResourceCache(
-        static_resources(settings.gateway_http_address, settings.gateway_http_port), shards=settings.shards
+def gateway_listeners(settings: Settings) -> tuple[Resource, ...]:
+    """The listeners every gateway gets: HTTP, and HTTPS with certificates chosen by SNI."""
+    https = https_listener_resource(
+        http_connection_manager(HTTPS_LISTENER, https=True),
+        settings.gateway_http_address,
+        settings.gateway_https_port,
+        settings.tls_prefetch,
     )
+    return (*static_resources(settings.gateway_http_address, settings.gateway_http_port), https)
+
+
+async def run(settings: Settings) -> None:
+    cache = ResourceCache(gateway_listeners(settings), shards=settings.shards)
     bus = await DeltaBus.connect(settings.nats_url, settings.shards, name="pusher")
     store = ShardStore.from_url(settings.redis_url)
     follower = Follower(store, bus, cache, settings.shards, settings.resync_s)
     await follower.start()
     host, _, port = settings.xds_addr.rpartition(":")
-    server = await serve_ads(cache, host, int(port))
+    server = await serve_ads(cache, host, int(port), max_wildcard_sni=settings.max_wildcard_sni)
     log.info("serving ADS on %s with %d units", settings.xds_addr, cache.unit_count())
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")

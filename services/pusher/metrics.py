@@ -21,3 +21,14 @@ NAME_CLASHES = Counter(
 
 def short_type(type_url: str) -> str:
     return type_url.rsplit(".", 1)[-1]
+
+
+SNI_ANSWERS = Counter(
+    "shardgate_pusher_sni_answers",
+    "Certificates looked up by SNI, by outcome (served, no_host, no_secret, broken)",
+    ["outcome"],
+)
+SNI_EVICTIONS = Counter(
+    "shardgate_pusher_sni_evictions",
+    "SNIs answered through a wildcard host that a stream evicted from its gateway (per-stream cap)",
+)

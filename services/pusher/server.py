@@ -17,6 +17,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from .cache import ResourceCache
 from .delta import DeltaStream
+from .sni import DEFAULT_MAX_WILDCARD
 from .sotw import SotwStream
 from .stream import DEFAULT_HOLD_OFF
 
@@ -27,9 +28,15 @@ _ports: weakref.WeakKeyDictionary[grpc.aio.Server, int] = weakref.WeakKeyDiction
 
 
 class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, cache: ResourceCache, hold_off: float = DEFAULT_HOLD_OFF) -> None:
+    def __init__(
+        self,
+        cache: ResourceCache,
+        hold_off: float = DEFAULT_HOLD_OFF,
+        max_wildcard_sni: int = DEFAULT_MAX_WILDCARD,
+    ) -> None:
         self.cache = cache
         self.hold_off = hold_off
+        self.max_wildcard_sni = max_wildcard_sni
 
     async def StreamAggregatedResources(
         self,
@@ -45,11 +52,17 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
             discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse
         ],
     ) -> None:
-        await DeltaStream(self.cache, self.hold_off).run(request_iterator, context.write)
+        stream = DeltaStream(self.cache, self.hold_off, self.max_wildcard_sni)
+        await stream.run(request_iterator, context.write)
 
 
 async def serve_ads(
-    cache: ResourceCache, host: str, port: int, *, hold_off: float = DEFAULT_HOLD_OFF
+    cache: ResourceCache,
+    host: str,
+    port: int,
+    *,
+    hold_off: float = DEFAULT_HOLD_OFF,
+    max_wildcard_sni: int = DEFAULT_MAX_WILDCARD,
 ) -> grpc.aio.Server:
     """Start an ADS server on host:port (0: any free port, see `bound_port`) and return it, started."""
     server = grpc.aio.server(
@@ -63,7 +76,7 @@ async def serve_ads(
         ]
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-        AggregatedDiscovery(cache, hold_off), server
+        AggregatedDiscovery(cache, hold_off, max_wildcard_sni), server
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

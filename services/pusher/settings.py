@@ -22,6 +22,16 @@ class Settings:
     """Address the gateways' HTTP listener binds (served as an LDS resource)."""
     gateway_http_port: int = 8080
     """Port the gateways' HTTP listener binds."""
+    gateway_https_port: int = 8443
+    """Port the gateways' HTTPS listener binds (same address as HTTP); certificates are chosen by SNI."""
+    tls_prefetch: tuple[str, ...] = ()
+    """SNIs whose certificates a gateway fetches when its HTTPS listener loads, so the first handshake
+    after an Envoy restart does not wait an SDS round trip. Part of the listener: changing it is a
+    listener update on every gateway, so keep it to a few hot names (comma-separated in the env)."""
+    max_wildcard_sni: int = 4096
+    """Per gateway stream, how many SNIs answered through a *wildcard* host a gateway may hold; past it
+    the oldest is evicted (Envoy refetches it on its next handshake, one round trip). Clients can invent
+    any number of names under a wildcard: this bounds what they cost (~25 KB each in Envoy)."""
     resync_s: float = 2.0
     """How often revisions are compared with Redis to catch a lost notice."""
     metrics_port: int = 0
@@ -38,6 +48,9 @@ class Settings:
             xds_addr=e.get("SHARDGATE_XDS_ADDR", base.xds_addr),
             gateway_http_address=e.get("SHARDGATE_GATEWAY_HTTP_ADDRESS", base.gateway_http_address),
             gateway_http_port=int(e.get("SHARDGATE_GATEWAY_HTTP_PORT", base.gateway_http_port)),
+            gateway_https_port=int(e.get("SHARDGATE_GATEWAY_HTTPS_PORT", base.gateway_https_port)),
+            tls_prefetch=tuple(n for n in e.get("SHARDGATE_TLS_PREFETCH", "").split(",") if n.strip()),
+            max_wildcard_sni=int(e.get("SHARDGATE_MAX_WILDCARD_SNI", base.max_wildcard_sni)),
             resync_s=float(e.get("SHARDGATE_RESYNC_S", base.resync_s)),
             metrics_port=int(e.get("SHARDGATE_METRICS_PORT", base.metrics_port)),
         )

@@ -13,6 +13,11 @@ while a write is pending, and a type is pushed only when something it carries ch
 later request of the type (that is how it changes its subscription between responses). A request whose
 nonce is not the latest sent for the type is stale: its ACK/NACK is recorded if that nonce was still
 outstanding, but its resource names are not taken as the subscription (they predate the latest push).
+
+Secrets are named by SNI (`certs.py`, `sni.py`): a certificate change marks the type dirty only if it
+covers an SNI this Envoy subscribed to. SotW cannot say "removed" for a named type, so an SNI without a
+certificate is simply left out of the set; Envoy keeps that subscription until it lists the name no
+more. The per-name state here is Envoy's own subscription list, no more.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from shardgate.records import Resource
-from shardgate.xds.types import PUSH_ORDER, WILDCARD_TYPES
+from shardgate.xds.types import PUSH_ORDER, SECRET, WILDCARD_TYPES
 
 from . import acks
 from .cache import Changes, ResourceCache
 from .metrics import PUSHED_RESOURCES, PUSHES, short_type
 from .nonces import Answered, NonceBook, Sent
+from .sni import SniSubscriptions
 from .stream import DEFAULT_HOLD_OFF, AdsStream
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class SotwStream(AdsStream):
         self._types: dict[str, _TypeState] = {}
         self._book = NonceBook()
         self._pushed: dict[str, dict[str, Resource]] = {}  # outstanding nonce -> what it carried
+        self.sni = SniSubscriptions()
 
     def handle(self, request: discovery_pb2.DiscoveryRequest) -> None:
         if request.node.id:
@@ -76,6 +83,12 @@ class SotwStream(AdsStream):
                 return
         names = frozenset(n for n in request.resource_names if n != "*")
         wildcard = type_url in WILDCARD_TYPES and (not names or "*" in request.resource_names)
+        if type_url == SECRET:
+            old = state.names if state is not None else frozenset()
+            for name in old - names:
+                self.sni.discard(name)
+            for name in names - old:
+                self.sni.add(name)
         if state is None:
             self._types[type_url] = _TypeState(wildcard=wildcard, names=names)
             self.wake()
@@ -113,7 +126,7 @@ class SotwStream(AdsStream):
             if state is None:
                 continue
             for name, origin in names.items():
-                if state.wants(name):
+                if self.sni.affected(name) if type_url == SECRET else state.wants(name):
                     state.dirty = True
                     if origin.traceparent:
                         state.traces[origin.traceparent] = origin.unit
