@@ -61,7 +61,7 @@ class ResourceCache:
         self._watchers: dict[int, Watcher] = {}
         self._next_watch = 0
         self.shards = shards  # only to label spans with a unit's shard
-        self.certs = CertificateIndex()
+        self.certs = CertificateIndex(lambda host: f"{UnitKind.HOST}:{host}" in self._fragments)
         changed: dict[str, dict[str, Origin]] = {}
         for res in static_resources:
             self._claim(res, STATIC_OWNER, Origin(STATIC_OWNER, ""), changed)
@@ -176,12 +176,13 @@ class ResourceCache:
         origin: Origin,
         changed: dict[str, dict[str, Origin]],
     ) -> None:
-        secret = new.meta.get("tls_secret") if new is not None and new.resources else None
-        was = old.meta.get("tls_secret") if old is not None else None
-        if secret != was:
-            host = unit_name(unit)
-            if self.certs.set_host(host, secret):
-                changed.setdefault(SECRET, {})[host] = origin
+        exists = new is not None and bool(new.resources)
+        secret = new.meta.get("tls_secret") if new is not None and exists else None
+        host = unit_name(unit)
+        tls_changed = self.certs.set_host(host, secret)
+        # A host appearing or going under a TLS wildcard moves its SNI too (an exact host wins).
+        if tls_changed or (exists != (old is not None) and self.certs.has_wildcard_for(host)):
+            changed.setdefault(SECRET, {})[host] = origin
 
     def _claim(self, res: Resource, unit: str, origin: Origin, changed: dict[str, dict[str, Origin]]) -> None:
         key = (res.type_url, res.name)

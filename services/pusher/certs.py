@@ -18,6 +18,7 @@ when it arrives; SNIs that map to it are answered with a removal, so the handsha
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -66,7 +67,8 @@ def wildcard_of(host: str) -> str | None:
 class CertificateIndex:
     """host pattern → secret unit, secret unit → its certificate and the hosts that use it."""
 
-    def __init__(self) -> None:
+    def __init__(self, is_host: Callable[[str], bool] = lambda host: False) -> None:
+        self._is_host = is_host  # whether an exact host exists at all, TLS or not (the cache knows)
         self._host_secret: dict[str, str] = {}  # host pattern -> secret unit key
         self._users: dict[str, set[str]] = {}  # secret unit key -> host patterns naming it
         self._certs: dict[str, Certificate] = {}  # secret unit key -> certificate
@@ -109,6 +111,11 @@ class CertificateIndex:
             return frozenset()
         return frozenset(self._users.get(unit, ()))
 
+    def has_wildcard_for(self, host: str) -> bool:
+        """Whether a TLS wildcard host covers `host` (then the exact host coming or going moves its SNI)."""
+        wildcard = wildcard_of(host)
+        return wildcard is not None and wildcard in self._host_secret
+
     # -- reads (from the streams, per SNI) -----------------------------------------------------------
 
     def host_of(self, sni: str) -> tuple[str, bool] | None:
@@ -116,6 +123,8 @@ class CertificateIndex:
         name = normalize_sni(sni)
         if name in self._host_secret:
             return name, False
+        if self._is_host(name):
+            return None  # the exact host exists without TLS: a wildcard certificate must not cover it
         wildcard = wildcard_of(name)
         if wildcard is not None and wildcard in self._host_secret:
             return wildcard, True
