@@ -99,7 +99,17 @@ class Stack:
         self._taken: set[int] = set()
         self.port = {
             name: self._free_port()
-            for name in ("nats", "redis", "kubeapi", "otlp_grpc", "otlp_http", "xds", "gateway", "admin")
+            for name in (
+                "nats",
+                "redis",
+                "kubeapi",
+                "otlp_grpc",
+                "otlp_http",
+                "xds",
+                "gateway",
+                "gateway_https",
+                "admin",
+            )
         }
         self.kubeconfig = self.dir / "kubeconfig"
         self.kubeapi_url: str | None = None
@@ -149,7 +159,11 @@ class Stack:
             "dir": str(self.dir),
             "supervisor": {"pid": os.getpid(), "start_time": proc_start_time(os.getpid())},
             "kubeconfig": str(self.kubeconfig) if "kubeapi" in self.members else None,
-            "gateway": {"http": f"127.0.0.1:{self.port['gateway']}", "node": GATEWAY_NODE},
+            "gateway": {
+                "http": f"127.0.0.1:{self.port['gateway']}",
+                "https": f"127.0.0.1:{self.port['gateway_https']}",
+                "node": GATEWAY_NODE,
+            },
             "nats": f"nats://127.0.0.1:{self.port['nats']}",
             "redis": f"redis://127.0.0.1:{self.port['redis']}/0",
             "kubeapi": self.kubeapi_url,
@@ -214,6 +228,7 @@ class Stack:
         elif part == "pusher":
             env["SHARDGATE_XDS_ADDR"] = f"127.0.0.1:{self.port['xds']}"
             env["SHARDGATE_GATEWAY_HTTP_PORT"] = str(self.port["gateway"])
+            env["SHARDGATE_GATEWAY_HTTPS_PORT"] = str(self.port["gateway_https"])
         return env
 
     def start(self) -> None:
@@ -293,7 +308,11 @@ class Stack:
         admin, xds = self.port["admin"], self.port["xds"]
         bootstrap = envoy_bootstrap(node_id=GATEWAY_NODE, ads_host=LOOPBACK, ads_port=xds, admin_port=admin)
         envoy = Envoy(self.dir / "envoy", bootstrap, admin)
-        ports = {"admin": self.port["admin"], "http": self.port["gateway"]}
+        ports = {
+            "admin": self.port["admin"],
+            "http": self.port["gateway"],
+            "https": self.port["gateway_https"],
+        }
         self.members["envoy"] = Member("envoy", envoy, 0, ports)
         self._start_server(self.members["envoy"])
 

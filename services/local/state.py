@@ -10,7 +10,8 @@ status|down`, `shardgate trace` and `shardgate demo`. The schema (version 1):
       "dir": str,                                # the stack directory (absolute)
       "supervisor": {"pid": int, "start_time": int},
       "kubeconfig": str | null,                  # null when the API stand-in is not available
-      "gateway": {"http": "127.0.0.1:PORT", "node": str},
+      "gateway": {"http": "127.0.0.1:PORT", "https": "127.0.0.1:PORT", "node": str},
+                                                 # https: certificates chosen by SNI (on-demand SDS)
       "nats": "nats://127.0.0.1:PORT",
       "redis": "redis://127.0.0.1:PORT/0",
       "kubeapi": "http(s)://127.0.0.1:PORT" | null,
