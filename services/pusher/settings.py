@@ -49,7 +49,9 @@ class Settings:
             gateway_http_address=e.get("SHARDGATE_GATEWAY_HTTP_ADDRESS", base.gateway_http_address),
             gateway_http_port=int(e.get("SHARDGATE_GATEWAY_HTTP_PORT", base.gateway_http_port)),
             gateway_https_port=int(e.get("SHARDGATE_GATEWAY_HTTPS_PORT", base.gateway_https_port)),
-            tls_prefetch=tuple(n for n in e.get("SHARDGATE_TLS_PREFETCH", "").split(",") if n.strip()),
+            tls_prefetch=tuple(
+                n.strip() for n in e.get("SHARDGATE_TLS_PREFETCH", "").split(",") if n.strip()
+            ),
             max_wildcard_sni=int(e.get("SHARDGATE_MAX_WILDCARD_SNI", base.max_wildcard_sni)),
             resync_s=float(e.get("SHARDGATE_RESYNC_S", base.resync_s)),
             metrics_port=int(e.get("SHARDGATE_METRICS_PORT", base.metrics_port)),

@@ -254,6 +254,8 @@ async def test_unknown_names_leave_nothing_behind(tls_stack: StackFactory) -> No
     for _ in range(20):
         h = await stack.handshake(f"{random_label()}.example.com")
         assert not h.ok and "TimeoutError" not in (h.error or ""), h
+    no_sni = await asyncio.to_thread(handshake, stack.client, stack.https_port, None)
+    assert not no_sni.ok and "TimeoutError" not in (no_sni.error or ""), no_sni
     assert stack.stat("on_demand_secret.cert_active") == 1  # only shop.example.com is held
 
     # A name that was unknown and becomes a TLS host is served on its next handshake.

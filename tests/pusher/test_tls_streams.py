@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -13,6 +14,8 @@ from shardgate.model import Backend, HostRoutes, PathRule, PathType
 from shardgate.pusher.cache import ResourceCache
 from shardgate.pusher.certs import Outcome
 from shardgate.pusher.delta import DeltaStream
+from shardgate.pusher.main import gateway_listeners
+from shardgate.pusher.settings import Settings
 from shardgate.pusher.sotw import SotwStream
 from shardgate.records import Fragment, Resource
 from shardgate.xds import compile_unit, types
@@ -247,3 +250,15 @@ def test_delta_plain_exact_host_under_a_tls_wildcard_takes_its_sni_back() -> Non
     stream.handle(sds(("plain.wild.example.com",), nonce=nonce))  # Envoy asks again on a new handshake
     assert push(stream)[:2] == ({"plain.wild.example.com": b"WILD"}, [])
     cancel()
+
+
+def test_pusher_serves_http_and_https_listeners_from_its_settings() -> None:
+    settings = Settings.from_env(
+        {"SHARDGATE_GATEWAY_HTTPS_PORT": "9443", "SHARDGATE_TLS_PREFETCH": "a.com, b.com"}
+    )
+    assert Settings.from_env({}).gateway_https_port == 8443
+    assert settings.tls_prefetch == ("a.com", "b.com")
+    listeners = {r.name: listener_pb2.Listener.FromString(r.body) for r in gateway_listeners(settings)}
+    assert set(listeners) == {"http", "https"}
+    assert listeners["https"].address.socket_address.port_value == 9443
+    assert listeners["http"].address.socket_address.port_value == 8080

@@ -85,8 +85,13 @@ class Handshake:
     error: str | None = None
 
 
-def handshake(ctx: ssl.SSLContext, port: int, sni: str, timeout: float = 5.0) -> Handshake:
-    """A TLS handshake to 127.0.0.1:port with `sni`; the served certificate's serial and CN if it held."""
+def handshake(ctx: ssl.SSLContext, port: int, sni: str | None, timeout: float = 5.0) -> Handshake:
+    """A TLS handshake to 127.0.0.1:port with `sni` (None: no SNI, no host name check); the served
+    certificate's serial and CN if it held."""
+    if sni is None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     try:
         with (
             socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
