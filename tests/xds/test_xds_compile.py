@@ -227,7 +227,7 @@ def test_version_is_content_hash_and_stable() -> None:
         assert res.version == content_hash(res.body)
     # Fixed across runs and processes (deterministic bytes), pinned; a protobuf upgrade that changes the
     # encoding would re-push every host once, which this test makes visible.
-    assert a.resources[0].version == "71b32ae7cbc582b1fe3136ac"
+    assert a.resources[0].version == "5ed4070674ccbdaa79606178"
 
 
 @pytest.mark.parametrize(

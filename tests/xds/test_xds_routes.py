@@ -109,7 +109,7 @@ def compiled(host: str, *contributions: HostRoutes) -> Fragment:
     return compile_unit(host_unit(host), {f"ingress/shop/{c.ingress}": c for c in contributions})
 
 
-TO_CATCH_ALL = {"match": "prefix /", "status": 404, "filters": [wildcard.CATCH_ALL_FILTER]}
+TO_CATCH_ALL = {"match": "prefix /", "status": 404, "filters": [wildcard.FALLBACK_FILTER]}
 
 
 # ---- scopes: keys, fallback, catch-all ---------------------------------------------------------------
@@ -135,13 +135,13 @@ def test_every_scope_disables_the_fallback_and_strips_the_scope_header() -> None
     assert route_config.validate_clusters.value is False
     (vhost,) = route_config.virtual_hosts
     assert list(vhost.domains) == ["*"]
-    assert sorted(vhost.typed_per_filter_config) == sorted(wildcard.FALLBACK_FILTERS)
+    assert list(vhost.typed_per_filter_config) == [wildcard.FALLBACK_FILTER]
     for packed in vhost.typed_per_filter_config.values():
         per_route = lua_pb2.LuaPerRoute()
         assert packed.Unpack(per_route) and per_route.disabled
     last = vhost.routes[-1]
     enable = lua_pb2.LuaPerRoute()
-    assert last.typed_per_filter_config[wildcard.CATCH_ALL_FILTER].Unpack(enable)
+    assert last.typed_per_filter_config[wildcard.FALLBACK_FILTER].Unpack(enable)
     assert enable.name == wildcard.CATCH_ALL_SCRIPT
 
 
@@ -211,7 +211,7 @@ def test_default_backend_conflict_is_reported() -> None:
 
 O = IngressOptions  # noqa: E741 - a table reads better with a short name
 ROOT = ("/", PREFIX, "web")
-TIMEOUTS_DEFAULT = {"timeout": "0s", "retryPolicy": {"numRetries": 0, "perTryIdleTimeout": "60s"}}
+TIMEOUTS_DEFAULT = {"timeout": "0s"}
 
 
 @pytest.mark.parametrize(
@@ -410,7 +410,8 @@ def _action(fragment: Fragment, index: int = 0) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        pytest.param(O(), TIMEOUTS_DEFAULT, id="nginx-default-read-timeout-no-total"),
+        pytest.param(O(), TIMEOUTS_DEFAULT, id="no-total-idle-from-the-listener"),
+        pytest.param(O(send_timeout_s=120), {"timeout": "0s", "idleTimeout": "120s"}, id="send-only"),
         pytest.param(
             O(read_timeout_s=5),
             {

@@ -33,8 +33,10 @@ def test_listener_selects_scope_by_authority_without_port() -> None:
     assert (copy.append.header.key, copy.append.header.value) == (wildcard.SCOPE_HEADER, "%REQ(:authority)%")
     assert copy.append.append_action == copy.append.OVERWRITE_IF_EXISTS_OR_ADD
     assert manager.scheme_header_transformation.scheme_to_overwrite == "http"
+    assert manager.use_remote_address.value is True
+    assert manager.stream_idle_timeout.seconds == 60
     assert [f.name for f in manager.http_filters] == [
-        *wildcard.FALLBACK_FILTERS,
+        *[wildcard.FALLBACK_FILTER] * 3,
         "envoy.filters.http.rbac",
         "envoy.filters.http.cors",
         "envoy.filters.http.router",

@@ -56,13 +56,12 @@ def _lua(script: str, named: dict[str, str] | None = None) -> lua_pb2.Lua:
 def http_filters() -> list[hcm.HttpFilter]:
     """The shared chain, in order."""
     return [
-        hcm.HttpFilter(name=wildcard.NORMALIZE_FILTER, typed_config=pack(_lua(wildcard.NORMALIZE_LUA))),
-        hcm.HttpFilter(name=wildcard.WILDCARD_FILTER, typed_config=pack(_lua(wildcard.WILDCARD_LUA))),
-        hcm.HttpFilter(
-            name=wildcard.CATCH_ALL_FILTER,
-            typed_config=pack(
-                _lua(wildcard.CATCH_ALL_LUA, {wildcard.CATCH_ALL_SCRIPT: wildcard.CATCH_ALL_LUA})
-            ),
+        *(
+            hcm.HttpFilter(
+                name=wildcard.FALLBACK_FILTER,
+                typed_config=pack(_lua(script, {wildcard.CATCH_ALL_SCRIPT: wildcard.CATCH_ALL_LUA})),
+            )
+            for script in (wildcard.NORMALIZE_LUA, wildcard.WILDCARD_LUA, wildcard.CATCH_ALL_LUA)
         ),
         # No rules: allow everything, unless a route says otherwise (RBACPerRoute).
         hcm.HttpFilter(name=RBAC_FILTER, typed_config=pack(rbac_pb2.RBAC())),
@@ -72,15 +71,18 @@ def http_filters() -> list[hcm.HttpFilter]:
     ]
 
 
+_FALLBACK_OFF = pack(lua_pb2.LuaPerRoute(disabled=True))
+_TO_CATCH_ALL = pack(lua_pb2.LuaPerRoute(name=wildcard.CATCH_ALL_SCRIPT))
+
+
 def scope_filter_configs() -> dict[str, any_pb2.Any]:
     """For every scope's virtual host: a request that has a route needs no host fallback."""
-    disabled = pack(lua_pb2.LuaPerRoute(disabled=True))
-    return {name: disabled for name in wildcard.FALLBACK_FILTERS}
+    return {wildcard.FALLBACK_FILTER: _FALLBACK_OFF}
 
 
 def catch_all_config() -> dict[str, any_pb2.Any]:
     """For a host scope's last route: a path the host does not serve goes to the catch-all scope."""
-    return {wildcard.CATCH_ALL_FILTER: pack(lua_pb2.LuaPerRoute(name=wildcard.CATCH_ALL_SCRIPT))}
+    return {wildcard.FALLBACK_FILTER: _TO_CATCH_ALL}
 
 
 def _cidr(text: str) -> address_pb2.CidrRange | None:

@@ -17,12 +17,13 @@ from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2, protocol_
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from shardgate.records import Resource
 from shardgate.xds import types, wildcard
 from shardgate.xds.compile import resource
 from shardgate.xds.filters import http_filters, pack
+from shardgate.xds.options import DEFAULT_READ_TIMEOUT_S
 
 HTTP_LISTENER = "http"
 SCOPED_ROUTES_NAME = "hosts"
@@ -83,6 +84,8 @@ def http_connection_manager(stat_prefix: str, *, https: bool) -> hcm.HttpConnect
         # drops client-sent control headers (`x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`, ...)
         # instead of obeying them.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
+        # nginx's proxy_read_timeout default, for every route that does not say otherwise (options.py).
+        stream_idle_timeout=duration_pb2.Duration(seconds=int(DEFAULT_READ_TIMEOUT_S)),
         # Route matching and allow-lists see `/a/../b` as `/b`, the way nginx matches locations.
         normalize_path=wrappers_pb2.BoolValue(value=True),
         # ingress-nginx proxies WebSocket upgrades on every location; so does this.
