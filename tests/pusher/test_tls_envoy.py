@@ -25,6 +25,7 @@ from shardgate.local.echo import EchoServer
 from shardgate.local.servers import free_port
 from shardgate.model import Backend, HostRoutes, IngressOptions, PathRule, PathType, TlsCertificate
 from shardgate.pusher.cache import ResourceCache
+from shardgate.pusher.delta import DeltaStream
 from shardgate.pusher.server import bound_port, serve_ads
 from shardgate.records import Fragment
 from shardgate.xds import compile_unit
@@ -300,6 +301,9 @@ async def test_random_sni_flood_is_bounded_and_real_hosts_keep_working(tls_stack
     # Envoy holds the exact hosts and at most `cap` names under the wildcard, whatever was sent.
     held = stack.stat("on_demand_secret.cert_active")
     assert 2 <= held <= 2 + cap, held
+    # And the pusher's stream remembers no more than Envoy holds.
+    (stream,) = [w.__self__ for w in stack.cache._watchers.values() if isinstance(w.__self__, DeltaStream)]  # type: ignore[attr-defined]
+    assert len(stream.sni) <= 2 + cap and stream.sni.wildcard_count() <= cap
     await stack.until_served({SHOP: shop.serial, "fresh.example.com": fresh.serial})
     logging.getLogger(__name__).warning(
         "flood of %d SNIs (%d unknown, %d under a wildcard, cap %d): Envoy RSS %.1f -> %.1f MB, %d held",

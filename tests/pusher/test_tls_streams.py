@@ -262,3 +262,22 @@ def test_pusher_serves_http_and_https_listeners_from_its_settings() -> None:
     assert set(listeners) == {"http", "https"}
     assert listeners["https"].address.socket_address.port_value == 9443
     assert listeners["http"].address.socket_address.port_value == 8080
+
+
+def test_a_reason_in_the_secret_fragment_meta_is_honoured_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If the compiler carries the watcher's reason (`meta["error"]`), with or without a resource."""
+    cache = ResourceCache()
+    unit = secret_unit(NS, "shop-tls")
+    apply(cache, host("shop.example.com", "shop-tls"))
+    cache.apply({unit: Fragment(unit, (), {"error": "certificate expired"})})
+    assert cache.resolve_sni("shop.example.com").outcome is Outcome.BROKEN
+    assert any("shop/shop-tls" in r.getMessage() and "expired" in r.getMessage() for r in caplog.records)
+    good = cert("shop-tls", b"GOOD")
+    cache.apply({unit: Fragment(unit, good.resources, {"error": "key does not match"})})
+    assert cache.resolve_sni("shop.example.com").outcome is Outcome.BROKEN
+    cache.apply({unit: good})
+    assert served(cache.get(SECRET, "shop.example.com")) == ("shop.example.com", b"GOOD")
+    cache.apply({unit: None})
+    assert cache.resolve_sni("shop.example.com").outcome is Outcome.NO_SECRET
