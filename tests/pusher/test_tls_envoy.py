@@ -28,7 +28,7 @@ from shardgate.pusher.cache import ResourceCache
 from shardgate.pusher.delta import DeltaStream
 from shardgate.pusher.server import bound_port, serve_ads
 from shardgate.records import Fragment
-from shardgate.xds import compile_unit
+from shardgate.xds import compile_unit, types
 from shardgate.xds.bootstrap import ApiType
 from shardgate.xds.listeners import http_connection_manager, static_resources
 from shardgate.xds.tls import HTTPS_LISTENER, https_listener_resource
@@ -315,3 +315,22 @@ async def test_random_sni_flood_is_bounded_and_real_hosts_keep_working(tls_stack
         stack.rss_mb(),
         held,
     )
+
+
+async def test_pusher_restart_keeps_and_updates_certificates(tls_stack: StackFactory) -> None:
+    """Envoy re-subscribes the SNIs it holds on a new pusher; a rotation made meanwhile reaches it."""
+    stack = await tls_stack()
+    shop, api = stack.ca.leaf(SHOP), stack.ca.leaf(API)
+    stack.apply(tls_host(SHOP, "shop-tls"), tls_secret("shop-tls", shop))
+    stack.apply(tls_host(API, "api-tls"), tls_secret("api-tls", api))
+    await stack.until_served({SHOP: shop.serial, API: api.serial})
+    port = bound_port(stack.server)
+    await stack.server.stop(grace=None)
+
+    rotated = stack.ca.leaf(SHOP)
+    listeners = [stack.cache.get(types.LISTENER, name) for name in ("http", HTTPS_LISTENER)]
+    stack.cache = ResourceCache([r for r in listeners if r is not None])
+    stack.apply(tls_host(SHOP, "shop-tls"), tls_secret("shop-tls", rotated))
+    stack.apply(tls_host(API, "api-tls"), tls_secret("api-tls", api))
+    stack.server = await serve_ads(stack.cache, "127.0.0.1", port)
+    await stack.until_served({SHOP: rotated.serial, API: api.serial})
