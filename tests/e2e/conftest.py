@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from multidict import CIMultiDict
 
 from shardgate.local.procs import PythonService
 from shardgate.local.servers import free_port
@@ -257,10 +258,19 @@ async def wait_event(
     return found[0]
 
 
-def tenant(e2e: E2E, namespace: str) -> str:
-    """A namespace of the test's own with Services echo-a and echo-b (the module's echo processes)."""
+async def tenant(e2e: E2E, http: aiohttp.ClientSession, namespace: str) -> str:
+    """A namespace of the test's own with Services echo-a and echo-b (the module's echo processes).
+
+    Returns once both backends answer through the gateway (a probe Ingress, `probe.<namespace>.test`),
+    so a test's assertions are about its routes, not about its Services' endpoints still arriving.
+    """
     e2e.apply(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n")
     e2e.apply("\n---\n".join(service_yaml(namespace, n, p) for n, p in e2e.echoes.items()))
+    probe = f"probe.{namespace}.test"
+    paths = [path_rule(f"/{name}", "Prefix", name) for name in e2e.echoes]
+    e2e.apply(ingress("zz-probe", namespace, host_rule(probe, *paths)))
+    for name in e2e.echoes:
+        await wait_served(e2e, http, probe, f"/{name}", name)
     return namespace
 
 
@@ -379,27 +389,47 @@ class Handshake:
 async def https_request(
     e2e: E2E, ca: CertAuthority, host: str, path: str = "/", timeout: float = 5.0
 ) -> Handshake:
-    """GET https://`host``path` through the gateway's HTTPS port: SNI and Host are `host`, the chain and the
-    hostname are verified against `ca`. A fresh connection every time, so a rotation is seen at once."""
+    """GET https://`host``path` through the gateway's HTTPS port: SNI and Host are `host`, the chain and
+    the hostname are verified against `ca`. A fresh connection (and handshake) every time, so a rotation
+    is seen at once; plain HTTP/1.1 over the TLS stream, so the presented certificate is at hand."""
     port = https_port(e2e)
-    connector = aiohttp.TCPConnector(force_close=True, ssl=ca.client_context())
-    async with (
-        aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-        http.get(
-            f"https://127.0.0.1:{port}{path}",
-            headers={"Host": host},
-            server_hostname=host,
-            allow_redirects=False,
-        ) as resp,
-    ):
-        ssl_object = resp.connection.transport.get_extra_info("ssl_object") if resp.connection else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if der is None:
-            raise AssertionError(f"no peer certificate on the connection to {host}")
+
+    async def exchange() -> Handshake:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ca.client_context(), server_hostname=host
+        )
+        try:
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.add(name.strip(), value.strip())
+        if headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = _dechunk(body)
         cert = x509.load_der_x509_certificate(der)
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        reply = Reply(resp.status, resp.headers, await resp.text())
+        reply = Reply(int(status_line.split()[1]), headers, body.decode("utf-8", "replace"))
         return Handshake(cert.serial_number, names.get_values_for_type(x509.DNSName), reply)
+
+    return await asyncio.wait_for(exchange(), timeout)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return out
 
 
 @pytest.fixture
@@ -431,3 +461,11 @@ async def wait_served(
         events = e2e.kubectl("get", "events", "-A")
         raise AssertionError(f"{exc}; last answer {last[0] if last else None!r}; events:\n{events}") from None
     return last[0]
+
+
+async def envoy_config(e2e: E2E, http: aiohttp.ClientSession, resource: str | None = None) -> str:
+    """Envoy's own config dump (admin API): what the gateway really runs, for "nothing reached it" checks."""
+    params = {"resource": resource} if resource else {}
+    async with http.get(f"http://127.0.0.1:{e2e.stack.port['admin']}/config_dump", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.text()

@@ -20,6 +20,7 @@ from aiohttp import web
 from .conftest import (
     E2E,
     CertAuthority,
+    envoy_config,
     eventually,
     host_rule,
     ingress,
@@ -27,6 +28,7 @@ from .conftest import (
     request,
     service_yaml,
     tenant,
+    wait_event,
     wait_served,
 )
 
@@ -39,7 +41,7 @@ A, B = "echo-a", "echo-b"
 
 
 async def test_exact_path_is_exact_and_case_sensitive(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "sem-exact")
+    ns = await tenant(e2e, http, "sem-exact")
     host = "exact.sem.test"
     e2e.apply(
         ingress("exact", ns, host_rule(host, path_rule("/foo", "Exact", A), path_rule("/", "Prefix", B)))
@@ -54,7 +56,7 @@ async def test_exact_path_is_exact_and_case_sensitive(e2e: E2E, http: aiohttp.Cl
 
 
 async def test_prefix_matches_whole_path_elements(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "sem-prefix")
+    ns = await tenant(e2e, http, "sem-prefix")
     host = "prefix.sem.test"
     e2e.apply(
         ingress(
@@ -84,7 +86,7 @@ async def test_prefix_matches_whole_path_elements(e2e: E2E, http: aiohttp.Client
 
 
 async def test_longest_match_wins_and_exact_beats_prefix(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "sem-longest")
+    ns = await tenant(e2e, http, "sem-longest")
     host = "longest.sem.test"
     # Declared shortest first, so "first declared wins" would give the wrong answers below.
     e2e.apply(
@@ -121,7 +123,7 @@ async def test_longest_match_wins_and_exact_beats_prefix(e2e: E2E, http: aiohttp
 async def test_paths_from_several_ingresses_merge_and_the_oldest_wins_a_conflict(
     e2e: E2E, http: aiohttp.ClientSession
 ) -> None:
-    ns = tenant(e2e, "sem-merge")
+    ns = await tenant(e2e, http, "sem-merge")
     host = "merge.sem.test"
     e2e.apply(
         ingress("first", ns, host_rule(host, path_rule("/one", "Prefix", A), path_rule("/same", "Exact", A)))
@@ -135,6 +137,7 @@ async def test_paths_from_several_ingresses_merge_and_the_oldest_wins_a_conflict
     assert (await request(e2e, http, host, "/one")).backend == A
     for _ in range(5):
         assert (await request(e2e, http, host, "/same")).backend == A  # oldest creationTimestamp wins
+    await wait_event(e2e, ns, "Ingress", "second", "/same", "first")  # the loser is told who won
     # Deleting the winner hands the conflicting path to the other Ingress.
     e2e.kubectl("delete", "ingress", "first", "-n", ns)
     await wait_served(e2e, http, host, "/same", B)
@@ -145,7 +148,7 @@ async def test_paths_from_several_ingresses_merge_and_the_oldest_wins_a_conflict
 
 
 async def test_exact_host_ignores_case_and_port(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "sem-host")
+    ns = await tenant(e2e, http, "sem-host")
     host = "exact-host.sem.test"
     e2e.apply(ingress("host", ns, host_rule(host, path_rule("/", "Prefix", A))))
     reply = await wait_served(e2e, http, host, "/x", A)
@@ -160,7 +163,7 @@ async def test_exact_host_ignores_case_and_port(e2e: E2E, http: aiohttp.ClientSe
 async def test_wildcard_host_matches_exactly_one_label_and_exact_wins(
     e2e: E2E, http: aiohttp.ClientSession
 ) -> None:
-    ns = tenant(e2e, "sem-wild")
+    ns = await tenant(e2e, http, "sem-wild")
     e2e.apply(
         ingress(
             "wild",
@@ -190,7 +193,7 @@ async def test_wildcard_host_matches_exactly_one_label_and_exact_wins(
 
 
 async def test_wildcard_host_paths_follow_the_same_rules(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "sem-wildpath")
+    ns = await tenant(e2e, http, "sem-wildpath")
     e2e.apply(
         ingress(
             "wildpath",
@@ -210,7 +213,7 @@ async def test_wildcard_host_paths_follow_the_same_rules(e2e: E2E, http: aiohttp
 async def test_backend_port_by_name_and_a_service_without_endpoints(
     e2e: E2E, http: aiohttp.ClientSession
 ) -> None:
-    ns = tenant(e2e, "sem-backend")
+    ns = await tenant(e2e, http, "sem-backend")
     e2e.apply(service_yaml(ns, "no-ready", e2e.echoes[A], ready=False))
     host = "backend.sem.test"
     e2e.apply(
@@ -246,7 +249,7 @@ async def test_backend_port_by_name_and_a_service_without_endpoints(
 
 
 async def test_ingress_of_another_class_is_never_served(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "sem-class")
+    ns = await tenant(e2e, http, "sem-class")
     legacy = json.loads(
         ingress("legacy", ns, host_rule("legacy.cls.sem.test", path_rule("/")), ingress_class=None)
     )
@@ -265,6 +268,10 @@ async def test_ingress_of_another_class_is_never_served(e2e: E2E, http: aiohttp.
     await wait_served(e2e, http, "legacy.cls.sem.test", "/", A)  # the legacy annotation counts too
     for host in ("other.cls.sem.test", "legacy-other.cls.sem.test"):
         assert (await request(e2e, http, host, "/")).status == 404, host
+    # Ignored entirely: nothing of it reached the gateway (while our Ingress of the same namespace did).
+    dump = await envoy_config(e2e, http)
+    assert "ours.cls.sem.test" in dump
+    assert "other.cls.sem.test" not in dump and "legacy-other.cls.sem.test" not in dump
 
     def load_balancer(name: str) -> object:
         obj = json.loads(e2e.kubectl("get", "ingress", name, "-n", ns, "-o", "json"))
@@ -296,7 +303,7 @@ async def test_ingress_of_another_class_is_never_served(e2e: E2E, http: aiohttp.
 async def test_default_ingress_class_admits_classless_ingresses(
     e2e: E2E, http: aiohttp.ClientSession
 ) -> None:
-    ns = tenant(e2e, "sem-defclass")
+    ns = await tenant(e2e, http, "sem-defclass")
     e2e.apply(
         ingress(
             "classless", ns, host_rule("classless.sem.test", path_rule("/", "Prefix", B)), ingress_class=None
@@ -332,7 +339,7 @@ spec: {controller: shardgate.io/ingress-controller}
 async def test_ingress_with_only_a_default_backend_catches_unmatched_requests(
     e2e: E2E, http: aiohttp.ClientSession
 ) -> None:
-    ns = tenant(e2e, "sem-default")
+    ns = await tenant(e2e, http, "sem-default")
     e2e.apply(ingress("routed", ns, host_rule("routed.default.sem.test", path_rule("/api", "Prefix", A))))
     await wait_served(e2e, http, "routed.default.sem.test", "/api", A)
     e2e.apply(ingress("default-backend", ns, default_backend=B))
@@ -345,6 +352,11 @@ async def test_ingress_with_only_a_default_backend_catches_unmatched_requests(
             assert reply.json["path"] == path
         # A host's own rules still win for that host.
         assert (await request(e2e, http, "routed.default.sem.test", "/api/x")).backend == A
+        # A second, newer default backend loses to the older one (documented: oldest wins) and is told.
+        e2e.apply(ingress("default-backend-2", ns, default_backend=A))
+        await wait_event(e2e, ns, "Ingress", "default-backend-2")
+        for _ in range(5):
+            assert (await request(e2e, http, "nobody.default.sem.test", "/")).backend == B
 
         async def status_written() -> bool:
             obj = json.loads(e2e.kubectl("get", "ingress", "default-backend", "-n", ns, "-o", "json"))
@@ -352,7 +364,9 @@ async def test_ingress_with_only_a_default_backend_catches_unmatched_requests(
 
         await eventually(status_written, timeout=10, what="status written on a defaultBackend-only Ingress")
     finally:
-        e2e.kubectl("delete", "ingress", "default-backend", "-n", ns)
+        e2e.kubectl(
+            "delete", "ingress", "default-backend", "default-backend-2", "-n", ns, "--ignore-not-found"
+        )
 
     async def gone() -> bool:
         return (await request(e2e, http, "nobody.default.sem.test", "/")).status == 404
@@ -366,7 +380,7 @@ NGINX = "nginx.ingress.kubernetes.io/"
 
 
 async def test_rewrite_target_with_capture_groups(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-rewrite")
+    ns = await tenant(e2e, http, "ann-rewrite")
     host = "rewrite.ann.test"
     e2e.apply(
         ingress(
@@ -385,7 +399,7 @@ async def test_rewrite_target_with_capture_groups(e2e: E2E, http: aiohttp.Client
 
 
 async def test_use_regex_paths(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-regex")
+    ns = await tenant(e2e, http, "ann-regex")
     host = "regex.ann.test"
     e2e.apply(
         ingress(
@@ -407,7 +421,7 @@ async def test_use_regex_paths(e2e: E2E, http: aiohttp.ClientSession) -> None:
 
 
 async def test_canary_by_weight(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-canary-w")
+    ns = await tenant(e2e, http, "ann-canary-w")
     all_in, half = "all.canary.ann.test", "half.canary.ann.test"
     e2e.apply(ingress("primary", ns, host_rule(all_in, path_rule("/")), host_rule(half, path_rule("/"))))
     e2e.apply(
@@ -441,7 +455,7 @@ async def test_canary_by_weight(e2e: E2E, http: aiohttp.ClientSession) -> None:
 
 
 async def test_canary_by_header_and_header_value(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-canary-h")
+    ns = await tenant(e2e, http, "ann-canary-h")
     by_header, by_value = "header.canary.ann.test", "value.canary.ann.test"
     e2e.apply(
         ingress("primary", ns, host_rule(by_header, path_rule("/")), host_rule(by_value, path_rule("/")))
@@ -484,7 +498,7 @@ async def test_canary_by_header_and_header_value(e2e: E2E, http: aiohttp.ClientS
 
 async def test_backend_protocol_https(e2e: E2E, http: aiohttp.ClientSession) -> None:
     """An HTTPS-only backend answers through the gateway only with `backend-protocol: HTTPS`."""
-    ns = tenant(e2e, "ann-proto")
+    ns = await tenant(e2e, http, "ann-proto")
     ca = CertAuthority()
     app = web.Application()
 
@@ -529,7 +543,7 @@ async def test_backend_protocol_https(e2e: E2E, http: aiohttp.ClientSession) -> 
 
 async def test_proxy_read_timeout(e2e: E2E, http: aiohttp.ClientSession) -> None:
     """A backend slower than `proxy-read-timeout` gets a 504; the same backend without it answers."""
-    ns = tenant(e2e, "ann-timeout")
+    ns = await tenant(e2e, http, "ann-timeout")
     app = web.Application()
 
     async def answer(request: web.Request) -> web.Response:
@@ -545,7 +559,7 @@ async def test_proxy_read_timeout(e2e: E2E, http: aiohttp.ClientSession) -> None
         e2e.apply(service_yaml(ns, "slow", int(runner.addresses[0][1])))
         timeouts = {
             NGINX + "proxy-read-timeout": "1",
-            NGINX + "proxy-connect-timeout": "2",
+            NGINX + "proxy-connect-timeout": "3",
             NGINX + "proxy-send-timeout": "2",
         }
         e2e.apply(
@@ -564,12 +578,16 @@ async def test_proxy_read_timeout(e2e: E2E, http: aiohttp.ClientSession) -> None
         )
         assert impatient.status == 504, impatient
         assert patient.status == 200 and patient.backend == "slow", patient
+        # A connect timeout cannot be provoked on loopback; Envoy's running clusters show it instead.
+        clusters = json.loads(await envoy_config(e2e, http, "dynamic_active_clusters"))["configs"]
+        timeouts = {c["cluster"]["name"]: c["cluster"].get("connect_timeout") for c in clusters}
+        assert "3s" in timeouts.values(), timeouts
     finally:
         await runner.cleanup()
 
 
 async def test_whitelist_source_range(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-allow")
+    ns = await tenant(e2e, http, "ann-allow")
     e2e.apply(
         ingress(
             "allowed",
@@ -595,7 +613,7 @@ async def test_whitelist_source_range(e2e: E2E, http: aiohttp.ClientSession) -> 
 
 
 async def test_enable_cors(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-cors")
+    ns = await tenant(e2e, http, "ann-cors")
     host = "cors.ann.test"
     origin = "https://app.example.com"
     e2e.apply(
@@ -639,7 +657,7 @@ async def test_enable_cors(e2e: E2E, http: aiohttp.ClientSession) -> None:
 
 
 async def test_permanent_redirect(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-redirect")
+    ns = await tenant(e2e, http, "ann-redirect")
     target = "https://new.example.com/landing"
     e2e.apply(
         ingress(
@@ -671,7 +689,7 @@ async def test_permanent_redirect(e2e: E2E, http: aiohttp.ClientSession) -> None
 
 
 async def test_app_root(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "ann-approot")
+    ns = await tenant(e2e, http, "ann-approot")
     host = "approot.ann.test"
     e2e.apply(
         ingress("approot", ns, host_rule(host, path_rule("/")), annotations={NGINX + "app-root": "/app1"})

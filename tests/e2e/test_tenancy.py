@@ -74,7 +74,7 @@ async def assert_not_served(e2e: E2E, http: aiohttp.ClientSession, host: str) ->
 
 
 async def test_host_hijack_from_another_namespace_is_refused(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    owner, thief = tenant(e2e, "hijack-owner"), tenant(e2e, "hijack-thief")
+    owner, thief = await tenant(e2e, http, "hijack-owner"), await tenant(e2e, http, "hijack-thief")
     host = "shop.hijack.test"
     e2e.apply(ingress("site", owner, host_rule(host, path_rule("/", "Prefix", A))))
     await wait_served(e2e, http, host, "/", A)
@@ -104,7 +104,7 @@ async def test_host_hijack_from_another_namespace_is_refused(e2e: E2E, http: aio
 
 
 async def test_released_host_moves_to_the_waiting_namespace(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    first, second = tenant(e2e, "release-first"), tenant(e2e, "release-second")
+    first, second = await tenant(e2e, http, "release-first"), await tenant(e2e, http, "release-second")
     host = "moving.release.test"
     e2e.apply(ingress("site", first, host_rule(host, path_rule("/", "Prefix", A))))
     await wait_served(e2e, http, host, "/", A)
@@ -127,7 +127,7 @@ async def test_released_host_moves_to_the_waiting_namespace(e2e: E2E, http: aioh
 
 
 async def test_owner_can_share_a_host_explicitly(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    owner, guest = tenant(e2e, "share-owner"), tenant(e2e, "share-guest")
+    owner, guest = await tenant(e2e, http, "share-owner"), await tenant(e2e, http, "share-guest")
     host = "shared.share.test"
     e2e.apply(
         ingress(
@@ -147,7 +147,7 @@ async def test_owner_can_share_a_host_explicitly(e2e: E2E, http: aiohttp.ClientS
 
 
 async def test_snippet_annotations_are_refused(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "snippet")
+    ns = await tenant(e2e, http, "snippet")
     marker = "x-injected-by-tenant"
     e2e.apply(
         ingress(
@@ -179,7 +179,7 @@ async def test_snippet_annotations_are_refused(e2e: E2E, http: aiohttp.ClientSes
 
 
 async def test_invalid_regex_is_refused(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "regex")
+    ns = await tenant(e2e, http, "regex")
     use_regex = {NGINX + "use-regex": "true"}
     good = host_rule("good.regex.test", path_rule("/v[0-9]+", "ImplementationSpecific"))
     e2e.apply(ingress("good", ns, good, annotations=use_regex))
@@ -206,7 +206,7 @@ async def test_invalid_regex_is_refused(e2e: E2E, http: aiohttp.ClientSession) -
 
 
 async def test_invalid_values_are_refused_with_a_reason(e2e: E2E, http: aiohttp.ClientSession) -> None:
-    ns = tenant(e2e, "invalid")
+    ns = await tenant(e2e, http, "invalid")
     annotated = {
         "weight": ({NGINX + "canary": "true", NGINX + "canary-weight": "lots"}, "canary-weight"),
         "timeout": ({NGINX + "proxy-read-timeout": "forever"}, "proxy-read-timeout"),
@@ -238,7 +238,7 @@ async def test_invalid_values_are_refused_with_a_reason(e2e: E2E, http: aiohttp.
 
 async def test_limits_per_ingress(e2e: E2E, http: aiohttp.ClientSession) -> None:
     """Defaults: 100 hosts per Ingress, 100 paths per host (SHARDGATE_MAX_HOSTS_PER_INGRESS, ...)."""
-    ns = tenant(e2e, "limits")
+    ns = await tenant(e2e, http, "limits")
     many_hosts = [host_rule(f"h{i}.many.limits.test", path_rule("/")) for i in range(101)]
     e2e.apply(ingress("many-hosts", ns, *many_hosts))
     many_paths = host_rule("paths.limits.test", *(path_rule(f"/p{i}") for i in range(101)))
@@ -263,7 +263,7 @@ async def test_limits_per_ingress(e2e: E2E, http: aiohttp.ClientSession) -> None
 async def test_flood_from_one_namespace_does_not_hold_back_another(
     e2e: E2E, http: aiohttp.ClientSession
 ) -> None:
-    flood_ns, calm_ns = tenant(e2e, "flood"), tenant(e2e, "calm")
+    flood_ns, calm_ns = await tenant(e2e, http, "flood"), await tenant(e2e, http, "calm")
     count = 200
     hosts = [f"f{i}.flood.test" for i in range(count)]
     url = f"{e2e.kubeapi}/apis/networking.k8s.io/v1/namespaces/{flood_ns}/ingresses"
