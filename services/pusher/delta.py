@@ -17,12 +17,15 @@ Secrets are asked for by SNI, one name at a time, by the HTTPS listener's on-dem
 selector; they are never a wildcard subscription. The stream keeps them in `SniSubscriptions` so a
 certificate change reaches exactly the SNIs it answers, forgets an SNI as soon as it answered it with a
 removal (Envoy drops the subscription itself then), and evicts SNIs answered through a wildcard host
-past a per-stream cap — the bounds against a flood of random server names (`sni.py`).
+past a per-stream cap — the bounds against a flood of random server names (`sni.py`). A certificate
+Envoy NACKs is remembered by version and its SNIs answered with a removal: a handshake waiting on it
+would otherwise hang until the client gave up.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -43,6 +46,7 @@ from .stream import DEFAULT_HOLD_OFF, AdsStream
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
+MAX_REFUSED_CERTS = 1024
 
 
 @dataclass(slots=True)
@@ -73,6 +77,10 @@ class DeltaStream(AdsStream):
         self._types: dict[str, _TypeState] = {}
         self._book = NonceBook()
         self.sni = SniSubscriptions(max_wildcard_sni)
+        # Certificate versions Envoy refused (keyed by version, not SNI: a refused wildcard certificate
+        # must not make every random name under it a remembered entry). Their SNIs get a removal, so a
+        # handshake fails at once instead of waiting for an answer that will never be accepted.
+        self._refused_certs: OrderedDict[str, None] = OrderedDict()
 
     # -- Envoy's requests ----------------------------------------------------------------------------
 
@@ -150,7 +158,10 @@ class DeltaStream(AdsStream):
             # Envoy kept what it had: we no longer know its versions of anything in the response. The
             # resources its message names are held back until they change; the rest go out again.
             blamed = acks.blame(answered.sent, request.error_detail.message)
-            state.rejected.update((n, v) for n, v in blamed.items() if v)
+            if type_url == SECRET:
+                self._refuse_certs(state, blamed)
+            else:
+                state.rejected.update((n, v) for n, v in blamed.items() if v)
             for name in answered.sent.names:
                 state.known.pop(name, None)
                 if name not in blamed:
@@ -159,6 +170,16 @@ class DeltaStream(AdsStream):
                 self.wake()
         else:
             acks.acked(self.node_id, answered.sent, self.cache.shard_of)
+
+    def _refuse_certs(self, state: _TypeState, blamed: dict[str, str]) -> None:
+        for name, version in blamed.items():
+            if version:
+                self._refused_certs[version] = None
+                self._refused_certs.move_to_end(version)
+                state.fresh.add(name)  # owed an answer: a removal
+                state.pending.add(name)
+        while len(self._refused_certs) > MAX_REFUSED_CERTS:
+            self._refused_certs.popitem(last=False)
 
     # -- the cache's changes -------------------------------------------------------------------------
 
@@ -251,11 +272,15 @@ class DeltaStream(AdsStream):
                     "does not exist" if resolution.outcome is Outcome.NO_SECRET else "is unusable",
                 )
             return None
+        res = resolution.resource
+        if res is None or res.version in self._refused_certs:
+            log.debug("SNI %r of node %r: Envoy refused its certificate: removal", sni, self.node_id)
+            return None
         if resolution.wildcard:
             evicted.extend(self.sni.served_by_wildcard(sni))
         else:
             self.sni.served_exactly(sni)
-        return resolution.resource
+        return res
 
     def _evict(
         self,

@@ -334,3 +334,19 @@ async def test_pusher_restart_keeps_and_updates_certificates(tls_stack: StackFac
     stack.apply(tls_host(API, "api-tls"), tls_secret("api-tls", api))
     stack.server = await serve_ads(stack.cache, "127.0.0.1", port)
     await stack.until_served({SHOP: rotated.serial, API: api.serial})
+
+
+async def test_certificate_envoy_refuses_fails_its_handshake_at_once(tls_stack: StackFactory) -> None:
+    """A certificate that got past validation but that Envoy NACKs: the SNI is answered with a removal
+    (never left waiting), other hosts are untouched, and a new version gets its chance."""
+    stack = await tls_stack()
+    api = stack.ca.leaf(API)
+    stack.apply(tls_host(API, "api-tls"), tls_secret("api-tls", api))
+    stack.apply(tls_host(SHOP, "shop-tls"), tls_secret("shop-tls", Leaf(b"not a PEM", b"not a key", 0, ())))
+    await stack.until_served({API: api.serial, SHOP: None})
+    for _ in range(3):
+        h = await stack.handshake(SHOP)
+        assert not h.ok and "TimeoutError" not in (h.error or ""), h
+    fixed = stack.ca.leaf(SHOP)
+    stack.apply(tls_secret("shop-tls", fixed))
+    await stack.until_served({API: api.serial, SHOP: fixed.serial})

@@ -7,6 +7,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.rpc import status_pb2
 
 from shardgate.keys import host_unit, secret_unit
 from shardgate.merge import SecretConfig
@@ -281,3 +282,27 @@ def test_a_reason_in_the_secret_fragment_meta_is_honoured_and_logged(
     assert served(cache.get(SECRET, "shop.example.com")) == ("shop.example.com", b"GOOD")
     cache.apply({unit: None})
     assert cache.resolve_sni("shop.example.com").outcome is Outcome.NO_SECRET
+
+
+def test_delta_certificate_envoy_refuses_is_answered_with_removals_until_it_changes() -> None:
+    cache = ResourceCache()
+    apply(cache, host("*.wild.example.com", "wild-tls"), cert("wild-tls", b"BAD"))
+    stream = DeltaStream(cache, hold_off=0)
+    cancel = cache.watch(stream.on_change)
+    stream.handle(sds(("a.wild.example.com",)))
+    got, _, nonce = push(stream)
+    assert list(got) == ["a.wild.example.com"]
+    nack = sds(nonce=nonce)
+    nack.error_detail.CopyFrom(status_pb2.Status(code=3, message="Failed to load certificate chain"))
+    stream.handle(nack)
+    got, removed, nonce = push(stream)
+    assert (got, removed) == ({}, ["a.wild.example.com"])  # the waiting handshake fails now
+    for sni in ("b.wild.example.com", "a.wild.example.com"):  # new handshakes: refused at once
+        stream.handle(sds((sni,), nonce=nonce))
+        got, removed, nonce = push(stream)
+        assert (got, removed) == ({}, [sni])
+    assert len(stream.sni) == 0
+    apply(cache, cert("wild-tls", b"GOOD"))
+    stream.handle(sds(("c.wild.example.com",), nonce=nonce))
+    assert push(stream)[:2] == ({"c.wild.example.com": b"GOOD"}, [])
+    cancel()
