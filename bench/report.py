@@ -33,12 +33,14 @@ SKIPPED = "skipped"  # a result that was deliberately not measured (see `skipped
 
 
 def load(paths: list[Path]) -> tuple[list[tuple[str, dict[str, Any], Path]], dict[tuple[str, int], Cell]]:
+    """Every run, tagged a, b, c...; the cells of the `bench.run` runs (`bench.pipeline` runs, with
+    `"kind": "pipeline"`, are read by `bench.report_pipeline`)."""
     runs, cells = [], {}
     for index, path in enumerate(paths):
         run = json.loads(path.read_text())
         tag = chr(ord("a") + index)
         runs.append((tag, run, path))
-        for result in run["results"]:
+        for result in run.get("results", ()):
             key = (result["approach"], result["n"])
             if "error" not in result and "skipped" not in result:
                 cells[key] = (result, tag)
@@ -122,13 +124,13 @@ def skipped(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
     notes = [
         f"- {SHORT[r['approach']]} at N = {r['n']:,} [{tag}]: {r['skipped']}"
         for tag, run, _ in runs
-        for r in run["results"]
+        for r in run.get("results", ())
         if "skipped" in r
     ]
     notes += [
         f"- {SHORT[r['approach']]} at N = {r['n']:,} [{tag}] failed: `{r['error']}`"
         for tag, run, _ in runs
-        for r in run["results"]
+        for r in run.get("results", ())
         if "error" in r
     ]
     return "\n".join(notes) if notes else "- none"
@@ -156,16 +158,31 @@ def stages_table(cells: dict[tuple[str, int], Cell], sizes: list[int]) -> str:
 
 
 def runs_list(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
+    from bench.report_pipeline import command as pipeline_command
+
     out = []
     for tag, run, path in runs:
         m = run["machine"]
         v = run["versions"]
+        code = run.get("code")
+        if code:
+            where = (
+                f"a snapshot of commit {code['commit'][:12]}"
+                if code.get("snapshot")
+                else (
+                    f"the working tree at {code['commit'][:12]}"
+                    + (" with local changes" if code.get("dirty") else "")
+                )
+            )
+            v = {**v, "nginx": f"code: {where}"}
         out.append(
-            f"- **[{tag}]** `{run['command']}` — {run['started']} → {run.get('finished', '(unfinished)')}, "
+            f"- **[{tag}]** `{pipeline_command(run) if code else run['command']}` — "
+            f"{run['started']} → {run.get('finished', '(unfinished)')}, "
             f"raw results in `{_rel(path)}` on the machine that ran it (git ignores `bench/results/`). "
             f"{m['cpu']}, {m['cores']} cores, "
-            f"{m['memory_gb']} GB, Linux {m['kernel']}, Python {m['python']}; {v['envoy']}; {v['nginx']}. "
-            f"Load average at start {', '.join(f'{x:.2f}' for x in m['loadavg'])}"
+            f"{m['memory_gb']} GB, Linux {m['kernel']}, Python {m['python']}; {v['envoy']}"
+            + (f"; {v['nginx']}. " if v.get("nginx") else ". ")
+            + f"Load average at start {', '.join(f'{x:.2f}' for x in m['loadavg'])}"
             + (f", at end {', '.join(f'{x:.2f}' for x in m['loadavg_end'])}" if "loadavg_end" in m else "")
             + "."
         )
@@ -212,7 +229,10 @@ def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
         flat = (
             f"p99 at {hi:,} ÷ p99 at {lo:,} = {_ratio(p99_hi, p99_lo)} (issue 3 target at 100k vs 1k: ≤ 1.5×)"
         )
+    from bench.report_pipeline import pipeline_section
+
     text = TEMPLATE.read_text().format(
+        pipeline=pipeline_section(runs),
         add_table=activation_table(cells, sizes, "add"),
         edit_table=activation_table(cells, sizes, "edit"),
         load_table=load_table(cells, sizes),

@@ -1,0 +1,630 @@
+"""Activation through the whole pipeline: API stand-in → watcher → JetStream → compiler → Redis → Envoy.
+
+`bench.layout` feeds Envoy straight from the pusher's cache; this benchmark starts the real local stack
+(`shardgate.local.stack`: nats-server, redis-server, the API stand-in, the OTLP receiver, one watcher, two
+compilers, one pusher, one Envoy; 64 shards) and times what a user sees, from the API accepting an
+Ingress to its backend answering through Envoy.
+
+**The bulk load** goes through the front door: N Ingresses are POSTed to the API stand-in with many
+concurrent aiohttp requests (`--concurrency`), while the watcher runs, so the watcher, JetStream, the
+compilers, Redis, the pusher and Envoy build the state exactly as they would for a real cluster — the
+watcher's published index, the shards' contributions, fragments, revisions and change logs, the pusher's
+cache and Envoy's scopes are all the pipeline's own work; nothing is written behind its back. One
+Ingress per host (`ing-<i>` → `common.host_name(i)`): four in five under the platform domain
+`apps.bench.test`, one in five a custom domain, four paths each over two of four Services, all answered by
+one echo backend (a separate process). The load is done when Redis holds a fragment for every unit and a
+sample of hosts (the last 20 created and 30 random) answers through Envoy; then the benchmark waits until
+the API's resourceVersion (the watcher's status write-backs) and the shards' revisions stop moving.
+
+**Phases**, in this order, on the same stack:
+
+1. *activation*: one new Ingress at a time: from the 201 of its POST to the first 200 from the echo through
+   Envoy (fresh connection per probe, polled every 1 ms), with a pause between samples; the per-stage split
+   from each change's trace (`bench.stages`, fetched from the OTLP receiver's `GET /traces?host=`).
+2. *burst*: `--burst` new Ingresses POSTed as fast as the API accepts them (same concurrency); the time from
+   the first POST to the last host answering, found by sweepers probing the hosts in creation order.
+3. *cold start*: (a) the gateway Envoy is stopped and a fresh one started: time until a sample of hosts
+   (the last created and random ones) answers; (b) the pusher is SIGKILLed and started again: time until its
+   ADS port listens, and until an Ingress created right after the restart answers through Envoy; (c) one
+   compiler is SIGKILLed and started again: time until an Ingress on one of its shards answers.
+4. *memory*: VmRSS of watcher, compilers and pusher (and Envoy, NATS, Redis, the stand-ins) after the load
+   and after the burst.
+
+`--profile` attaches py-spy (`record --nonblocking`, raw collapsed stacks) to the watcher, the compilers
+and the pusher for the burst; `bench.profiles` summarizes the files.
+
+    .venv/bin/python -m bench.pipeline -n 1000 --adds 20 --burst 1000
+    .venv/bin/python -m bench.pipeline -n 100000 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import glob
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+import shardgate
+from bench import common, stages
+from shardgate.keys import shard_of
+from shardgate.local.procs import PythonService
+from shardgate.local.servers import envoy_binary, free_port, wait_for_port
+from shardgate.local.stack import Stack, StackOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench" / "results"
+INGRESSES = "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"
+SERVICES = "/api/v1/namespaces/{ns}/services"
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+OURS = ("watcher", "compiler-1", "compiler-2", "pusher")
+OTHERS = ("envoy", "nats", "redis", "kubeapi", "otlp")
+SPAN_EXPORT_WAIT = 6.0  # the SDK's BatchSpanProcessor exports every 5 s
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} [pipeline] {message}", file=sys.stderr, flush=True)
+
+
+# -- objects -----------------------------------------------------------------------------------------
+
+
+def ingress(name: str, host: str, i: int) -> dict[str, Any]:
+    paths = [
+        {"path": p, "pathType": str(t), "backend": {"service": {"name": s, "port": {"number": 80}}}}
+        for p, t, s in common.host_paths(i)
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": common.NAMESPACE},
+        "spec": {"ingressClassName": "shardgate", "rules": [{"host": host, "http": {"paths": paths}}]},
+    }
+
+
+def backends(echo_port: int) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i in range(common.SERVICES):
+        name = f"bench-svc-{i}"
+        out.append((SERVICES, {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": common.NAMESPACE},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": echo_port}]},
+        }))  # fmt: skip
+        out.append((SLICES, {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-1", "namespace": common.NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": echo_port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        }))  # fmt: skip
+    return out
+
+
+# -- the driver ----------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, stack: Stack, session: aiohttp.ClientSession, redis: aioredis.Redis) -> None:
+        self.stack = stack
+        self.session = session
+        self.redis = redis
+        self.api = f"http://127.0.0.1:{stack.port['kubeapi']}"
+        self.otlp = f"http://127.0.0.1:{stack.port['otlp_http']}"
+        self.gateway = stack.port["gateway"]
+        self.shards = stack.options.shards
+        self.hosts: list[str] = []  # every host created, in creation order
+        self.progress: list[tuple[float, int]] = []  # the bulk load's (seconds after POSTs, fragments)
+
+    def pid(self, name: str) -> int | None:
+        member = self.stack.members.get(name)
+        proc = member.server.proc if member else None
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[float, int]:
+        """POST until the API accepts it (retrying only overload and connection errors); the
+        perf_counter() and time_ns() at which the 201 came back."""
+        url = self.api + path.format(ns=common.NAMESPACE)
+        data = json.dumps(body, separators=(",", ":")).encode()
+        delay = 0.05
+        while True:
+            try:
+                async with self.session.post(
+                    url, data=data, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    await resp.read()
+                    if resp.status in (200, 201):
+                        return time.perf_counter(), time.time_ns()
+                    if resp.status < 500 and resp.status != 429:
+                        raise RuntimeError(f"POST {url}: {resp.status} {await resp.text()}")
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def create_many(
+        self, items: list[tuple[str, dict[str, Any]]], concurrency: int
+    ) -> list[tuple[float, int]]:
+        """POST every item with `concurrency` requests in flight; the 201 times, in item order."""
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+        cursor = iter(range(len(items)))
+
+        async def worker() -> None:
+            for i in cursor:
+                out[i] = await self.post(*items[i])
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return out
+
+    async def fragments(self) -> int:
+        async with self.redis.pipeline(transaction=False) as p:
+            for s in range(self.shards):
+                p.hlen(f"sg:{{{s}}}:frag")
+            return sum(await p.execute())
+
+    async def revisions(self) -> int:
+        async with self.redis.pipeline(transaction=False) as p:
+            for s in range(self.shards):
+                p.get(f"sg:{{{s}}}:rev")
+            return sum(int(v or 0) for v in await p.execute())
+
+    async def api_version(self) -> str:
+        async with self.session.get(self.api + "/apis/networking.k8s.io/v1/ingresses?limit=1") as resp:
+            return str((await resp.json())["metadata"]["resourceVersion"])
+
+    async def wait_leases(self, stable: float = 3.0, timeout: float = 120.0) -> float:
+        """Until every shard has a lease and no holder changed for `stable` s (the compilers settled)."""
+        started = time.perf_counter()
+        last, since = None, time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            async with self.redis.pipeline(transaction=False) as p:
+                for s in range(self.shards):
+                    p.get(f"sg:{{{s}}}:lease")
+                holders = tuple(await p.execute())
+            if None in holders or holders != last:
+                last, since = holders, time.perf_counter()
+            elif time.perf_counter() - since >= stable:
+                return round(time.perf_counter() - started, 2)
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"shard leases did not settle within {timeout:.0f}s")
+
+    async def wait_units(self, units: int, progress: list[tuple[float, int]], stall: float = 90.0) -> float:
+        """Until Redis holds `units` fragments; fails when the count has not moved for `stall` s. Appends
+        (seconds, fragments) to `progress` every 5 s: the load's throughput as N grows."""
+        started = last_mark = time.perf_counter()
+        last, since = -1, time.perf_counter()
+        while (have := await self.fragments()) < units:
+            now = time.perf_counter()
+            if now - last_mark >= 5.0:
+                progress.append((round(now - started, 1), have))
+                last_mark = now
+            if have != last:
+                last, since = have, now
+            elif now - since > stall:
+                raise TimeoutError(f"Redis holds {have} of {units} fragments, no progress for {stall:.0f}s")
+            await asyncio.sleep(0.1)
+        return time.perf_counter()
+
+    async def wait_quiet(self, quiet: float = 2.0, timeout: float = 300.0) -> float:
+        """Until the watcher's status write-backs and the shards' revisions rest for `quiet` s. The API's
+        resourceVersion is global, and the watcher's Lease renewal moves it every 2 s: fewer than 5 writes
+        in `quiet` s counts as rest."""
+        started = time.perf_counter()
+        last: tuple[int, int] | None = None
+        since = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            now = (int(await self.api_version()), await self.revisions())
+            if last is None or now[1] != last[1] or now[0] - last[0] >= 5:
+                last, since = now, time.perf_counter()
+            elif time.perf_counter() - since >= quiet:
+                break
+            await asyncio.sleep(0.2)
+        return time.perf_counter() - started
+
+    async def wait_hosts(self, hosts: list[str], timeout: float) -> float:
+        """Until every host answers 200 from the echo; the perf_counter() of the last first answer."""
+        done = await asyncio.gather(
+            *(
+                common.wait_answered(self.gateway, h, common.PROBE_PATH, common.ECHO_MAIN, timeout)
+                for h in hosts
+            )
+        )
+        return max(done)
+
+    async def envoy_connected(self, timeout: float) -> float:
+        """Until Envoy's `control_plane.connected_state` gauge is 1 (its ADS stream is up)."""
+        url = f"http://127.0.0.1:{self.stack.port['admin']}/stats?filter=control_plane.connected_state"
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                async with self.session.get(url) as resp:
+                    if (await resp.text()).strip().endswith(": 1"):
+                        return time.perf_counter()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
+        raise TimeoutError(f"Envoy not connected to the pusher after {timeout:.0f}s")
+
+    def sample(self, last: int = 20, spread: int = 30) -> list[str]:
+        rng = random.Random(len(self.hosts))
+        return self.hosts[-last:] + rng.sample(self.hosts, min(spread, len(self.hosts)))
+
+    async def trace(self, host: str) -> dict[str, Any] | None:
+        async with self.session.get(self.otlp + "/traces", params={"host": host}) as resp:
+            return await resp.json() if resp.status == 200 else None  # type: ignore[no-any-return]
+
+    async def splits(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        await asyncio.sleep(SPAN_EXPORT_WAIT)
+        out = []
+        for s in samples:
+            trace = await self.trace(s["host"])
+            split = stages.split(trace, s["accepted_ns"], s["served_ns"]) if trace else None
+            if split is not None:
+                out.append(split)
+        return out
+
+    def memory(self) -> dict[str, float]:
+        rss = {name: round(common.rss_mb(pid), 1) for name in OURS + OTHERS if (pid := self.pid(name))}
+        rss["ours_total"] = round(sum(rss.get(n, 0.0) for n in OURS), 1)
+        return rss
+
+
+# -- phases --------------------------------------------------------------------------------------------
+
+
+async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
+    hosts = [common.host_name(i) for i in range(n)]
+    items = [(INGRESSES, ingress(f"ing-{i}", h, i)) for i, h in enumerate(hosts)]
+    t0 = time.perf_counter()
+    accepted = await b.create_many(items, concurrency)
+    posted = max((a[0] for a in accepted), default=t0)
+    b.hosts.extend(hosts)
+    progress: list[tuple[float, int]] = []
+    b.progress = progress
+    in_redis = await b.wait_units(n + common.SERVICES, progress)
+    served = await b.wait_hosts(b.sample(), timeout=600.0)
+    log(
+        f"loaded {n}: posted in {posted - t0:.1f}s, in Redis at {in_redis - t0:.1f}s, "
+        f"served at {served - t0:.1f}s"
+    )
+    quiet = await b.wait_quiet()
+    return {
+        "post_s": round(posted - t0, 2),
+        "post_rate": round(n / max(posted - t0, 1e-9)),
+        "redis_s": round(in_redis - t0, 2),
+        "served_s": round(served - t0, 2),
+        "quiet_after_s": round(quiet, 1),
+        "progress": progress,
+    }
+
+
+async def one_change(b: Bench, name: str, host: str, i: int, timeout: float = 120.0) -> dict[str, Any]:
+    sent = time.perf_counter()
+    accepted, accepted_ns = await b.post(INGRESSES, ingress(name, host, i))
+    served = await common.wait_answered(b.gateway, host, common.PROBE_PATH, common.ECHO_MAIN, timeout)
+    b.hosts.append(host)
+    return {
+        "host": host,
+        "ms": round((served - accepted) * 1000, 3),
+        "post_ms": round((accepted - sent) * 1000, 3),
+        "accepted_ns": accepted_ns,
+        "served_ns": accepted_ns + int((served - accepted) * 1e9),
+        "served_at": served,
+    }
+
+
+async def activation(b: Bench, adds: int, pause: float) -> dict[str, Any]:
+    samples = []
+    for k in range(adds):
+        host = f"new-{k}.{common.PLATFORM_DOMAIN}"
+        samples.append(await one_change(b, f"new-{k}", host, k))
+        await asyncio.sleep(pause)
+    splits = await b.splits(samples)
+    ms = [s["ms"] for s in samples]
+    log(f"activation: p50 {common.percentile(ms, 50):.1f} ms, p99 {common.percentile(ms, 99):.1f} ms")
+    return {
+        "add": common.summary(ms),
+        "add_ms": ms,
+        "post_ms": common.summary([s["post_ms"] for s in samples]),
+        "stages": stages.summarize(splits),
+        "traced": len(splits),
+    }
+
+
+def start_profiles(
+    b: Bench, directory: Path, seconds: int
+) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
+    spy = Path(sys.executable).parent / "py-spy"
+    out = []
+    for name in OURS:
+        pid = b.pid(name)
+        if pid is None:
+            continue
+        path = directory / f"{name}.txt"
+        cmd = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "97", "--nonblocking",
+               "--duration", str(seconds), "--output", str(path)]  # fmt: skip
+        out.append((name, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path))
+    return out
+
+
+async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None) -> dict[str, Any]:
+    first = len(b.hosts)
+    names = [f"burst-{k}" for k in range(count)]
+    hosts = [common.host_name(first + k).replace("app-", "burst-").replace("tenant-", "burst-tenant-")
+             for k in range(count)]  # fmt: skip
+    items = [(INGRESSES, ingress(n, h, first + k)) for k, (n, h) in enumerate(zip(names, hosts, strict=True))]
+    profiles = start_profiles(b, profile_dir, 900) if profile_dir else []
+    if profiles:
+        await asyncio.sleep(1.0)  # py-spy attaches
+    served: list[float] = [0.0] * count
+    sweepers = 4
+
+    async def sweep(j: int) -> None:
+        for k in range(j, count, sweepers):
+            served[k] = await common.wait_answered(
+                b.gateway, hosts[k], common.PROBE_PATH, common.ECHO_MAIN, timeout=300
+            )
+
+    t0, t0_ns = time.perf_counter(), time.time_ns()
+    creating = asyncio.create_task(b.create_many(items, concurrency))
+    await asyncio.gather(*(sweep(j) for j in range(sweepers)))
+    accepted = await creating
+    all_served = max(served) - t0
+    posted = max(a[0] for a in accepted) - t0
+    b.hosts.extend(hosts)
+    profile_files = {}
+    for name, proc, path in profiles:
+        proc.send_signal(signal.SIGINT)  # py-spy writes what it sampled so far on Ctrl-C
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = b""
+        profile_files[name] = (
+            str(path) if path.exists() else f"missing: {err.decode(errors='replace')[-300:]}"
+        )
+    log(f"burst of {count}: posted in {posted:.1f}s, all served at {all_served:.1f}s")
+    step = max(1, count // 100)
+    picks = list(range(0, count, step))
+    # A sweeper reaches a host only after the hosts before it in its share, so its answer time is not the
+    # host's own: per host, the trace's envoy.ack is the end.
+    samples = [{"host": hosts[k], "accepted_ns": accepted[k][1], "served_ns": None} for k in picks]
+    splits = await b.splits(samples)
+    return {
+        "count": count,
+        "post_s": round(posted, 2),
+        "accept_rate": round(count / posted),
+        "all_served_s": round(all_served, 2),
+        "rate": round(count / all_served),
+        "t0_ns": t0_ns,
+        "stages": stages.summarize(splits),
+        "traced": len(splits),
+        "profiles": profile_files,
+    }
+
+
+async def cold_envoy(b: Bench) -> dict[str, Any]:
+    envoy = b.stack.members["envoy"].server
+    envoy.stop()
+    probes = b.sample()
+    t0 = time.perf_counter()
+    await asyncio.to_thread(envoy.start)  # spawn, wait for the admin port
+    started = time.perf_counter()
+    served = await b.wait_hosts(probes, timeout=300)
+    log(f"cold Envoy: admin up at {started - t0:.2f}s, sample served at {served - t0:.2f}s")
+    return {"admin_s": round(started - t0, 2), "served_s": round(served - t0, 2), "probed": len(probes)}
+
+
+async def restart_pusher(b: Bench) -> dict[str, Any]:
+    """SIGKILL the pusher, start it again, and create an Ingress at once: until ADS listens, and until
+    that Ingress answers through Envoy (Envoy reconnects with its own backoff)."""
+    pusher = b.stack.members["pusher"].server
+    pusher.stop(kill=True)
+    t0 = time.perf_counter()
+    pusher.spawn()
+    host = f"after-pusher.{common.PLATFORM_DOMAIN}"
+    change = asyncio.create_task(one_change(b, "after-pusher", host, 0, 300))
+    await asyncio.to_thread(wait_for_port, b.stack.port["xds"], 300.0)
+    listening = time.perf_counter()
+    connected = await b.envoy_connected(300.0)
+    result = await change
+    log(
+        f"pusher restart: ADS listening at {listening - t0:.2f}s, Envoy connected at {connected - t0:.2f}s, "
+        f"new host served at {result['served_at'] - t0:.2f}s"
+    )
+    return {
+        "listening_s": round(listening - t0, 2),
+        "envoy_connected_s": round(connected - t0, 2),
+        "new_host_served_s": round(result["served_at"] - t0, 2),
+        "new_host_after_201_ms": result["ms"],
+    }
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+async def restart_compiler(b: Bench, name: str = "compiler-1") -> dict[str, Any]:
+    raw = await asyncio.gather(*(b.redis.get(f"sg:{{{s}}}:lease") for s in range(b.shards)))
+    leases = [_text(v) for v in raw]
+    owned = {s for s, v in enumerate(leases) if v.startswith(name + ":")}
+    if not owned:
+        holders = sorted({v.split(":")[0] or "(none)" for v in leases})
+        return {"error": f"{name} holds no shard lease; holders: {holders}"}
+    k = 0
+    while shard_of(f"h:after-{name}-{k}.{common.PLATFORM_DOMAIN}", b.shards) not in owned:
+        k += 1
+    host = f"after-{name}-{k}.{common.PLATFORM_DOMAIN}"
+    compiler = b.stack.members[name].server
+    t0 = time.perf_counter()
+    compiler.stop(kill=True)
+    compiler.spawn()
+    result = await one_change(b, f"after-{name}-{k}", host, k, timeout=120)
+    served = result["served_at"]
+    holder = await b.redis.get(f"sg:{{{shard_of('h:' + host, b.shards)}}}:lease")
+    log(f"{name} restart: a host on its shard served {served - t0:.2f}s after the SIGKILL")
+    return {
+        "served_s": round(served - t0, 2),
+        "after_201_ms": result["ms"],
+        "owned_shards": len(owned),
+        "holder_after": _text(holder) or None,
+    }
+
+
+# -- one run -------------------------------------------------------------------------------------------
+
+
+async def drive(
+    stack: Stack, args: argparse.Namespace, echo_port: int, profile_dir: Path | None, out: dict[str, Any]
+) -> None:
+    """Run the phases, filling `out` as each finishes: a failed or stopped run keeps what was done."""
+    out["n"] = args.n
+    connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
+    redis = aioredis.Redis(port=stack.port["redis"])
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        b = Bench(stack, session, redis)
+        out["leases_settled_s"] = await b.wait_leases()
+        await b.create_many(backends(echo_port), 4)
+        out["load"] = await bulk_load(b, args.n, args.concurrency)
+        out["loadavg_loaded"] = common.machine_info()["loadavg"]
+        out["memory_loaded"] = b.memory()
+        log(f"memory after load: {out['memory_loaded']}")
+        out["activation"] = await activation(b, args.adds, args.pause)
+        out["loadavg_activation"] = common.machine_info()["loadavg"]
+        if args.burst:
+            out["burst"] = await burst(b, args.burst, args.concurrency, profile_dir)
+            out["loadavg_burst"] = common.machine_info()["loadavg"]
+            out["memory_burst"] = b.memory()
+            await b.wait_quiet()
+        if args.cold:
+            out["cold_envoy"] = await cold_envoy(b)
+            await b.wait_quiet()
+            out["restart_pusher"] = await restart_pusher(b)
+            await b.wait_quiet()
+            out["restart_compiler"] = await restart_compiler(b)
+        out["memory_end"] = b.memory()
+        out["hosts_total"] = len(b.hosts)
+    await redis.aclose()
+
+
+def code_under_test() -> dict[str, Any]:
+    """Which code the stack runs: a `bench.snapshot` of a commit, or the live working tree."""
+    package = Path(shardgate.__file__).resolve().parent
+    marker = package.parents[2] / "COMMIT"  # <snapshot>/tree/libs/shardgate
+    if marker.exists():
+        return {"commit": marker.read_text().strip(), "snapshot": str(package)}
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "libs", "services"], capture_output=True, text=True
+    )
+    return {"commit": commit, "snapshot": None, "dirty": bool(dirty.stdout.strip())}
+
+
+def lease_losses(directory: Path) -> dict[str, int]:
+    """'lease lost' / 'worker ended' lines per compiler log: shard ownership churn during the run."""
+    out = {}
+    for path in sorted(directory.glob("compiler-*/compiler-*.log")):
+        text = path.read_text(errors="replace")
+        out[path.parent.name] = text.count("lease lost") + text.count("worker ended")
+    return out
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=1000, help="existing domains (one Ingress each)")
+    parser.add_argument("--adds", type=int, default=50, help="single new Ingresses timed")
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds between timed Ingresses")
+    parser.add_argument("--burst", type=int, default=10000, help="new Ingresses in the burst (0: skip)")
+    parser.add_argument("--concurrency", type=int, default=64, help="POSTs in flight (bulk load, burst)")
+    parser.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold starts")
+    parser.add_argument("--profile", action="store_true", help="py-spy the services during the burst")
+    parser.add_argument(
+        "--lease-ttl-ms",
+        type=int,
+        help="SHARDGATE_LEASE_TTL_MS for the compilers (default: theirs, 3000); see BENCHMARKS.md on churn",
+    )
+    parser.add_argument("--dir", type=Path, help="keep the stack (logs, spans) here instead of a temp dir")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the result JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out / f"pipeline-{stamp}.json"
+    profile_dir = args.out / f"profiles-{stamp}" if args.profile else None
+    if profile_dir:
+        profile_dir.mkdir(parents=True)
+    if args.lease_ttl_ms:
+        os.environ["SHARDGATE_LEASE_TTL_MS"] = str(args.lease_ttl_ms)  # the stack's children inherit it
+    if not os.environ.get("SHARDGATE_ENVOY"):  # a snapshot's REPO_ROOT has no .venv-envoy
+        found = sorted(glob.glob(str(ROOT / ".venv-envoy/lib/python3*/site-packages/envoy/_bin/envoy")))
+        if found:
+            os.environ["SHARDGATE_ENVOY"] = found[0]
+    run: dict[str, Any] = {
+        "kind": "pipeline",
+        "code": code_under_test(),
+        "command": ".venv/bin/python -m bench.pipeline" + "".join(" " + shlex.quote(a) for a in argv),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": common.machine_info(),
+        "versions": {"envoy": common.tool_version([envoy_binary(), "--version"]), "nginx": ""},
+        "settings": {
+            "n": args.n,
+            "adds": args.adds,
+            "burst": args.burst,
+            "concurrency": args.concurrency,
+            "shards": 64,
+            "compilers": 2,
+            "profile": args.profile,
+            "lease_ttl_ms": int(os.environ.get("SHARDGATE_LEASE_TTL_MS", "3000")),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="sg-pipeline-") as tmp_dir:
+        tmp = str(args.dir) if args.dir else tmp_dir
+        stack = Stack(StackOptions(Path(tmp) / "stack", shards=64, compilers=2), log=log)
+        echo_port = free_port()
+        echo = PythonService(common.ECHO_MAIN, Path(tmp) / "echo", "shardgate.cli",
+                             args=["echo", "--name", common.ECHO_MAIN, "--port", str(echo_port)],
+                             ready_ports=[echo_port])  # fmt: skip
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+        try:
+            echo.start()
+            stack.start()
+            run["result"] = {}
+            asyncio.run(drive(stack, args, echo_port, profile_dir, run["result"]))
+        except BaseException as exc:
+            run["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            run["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            run["machine"]["loadavg_end"] = common.machine_info()["loadavg"]
+            run["lease_churn"] = lease_losses(Path(tmp) / "stack")
+            out.write_text(json.dumps(run, indent=1))
+            log(f"wrote {out}")
+            stack.stop()
+            echo.stop(kill=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

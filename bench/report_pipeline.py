@@ -1,0 +1,260 @@
+"""The "Through the whole pipeline" section of `docs/BENCHMARKS.md`, from `bench.pipeline` result files.
+
+Like the rest of the page, every figure is read from a result file and printed with the tag of its run
+(the run list gives the exact command); the issue-3 targets are checked against the figures at the
+largest N measured, and say "not measured" rather than guess when that N is not the target's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench import profiles, stages
+
+Run = tuple[str, dict[str, Any], Path]
+TARGET_N = 100_000
+
+
+def _ms(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.1f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def _pp(summary: dict[str, Any] | None) -> str:
+    return "–" if not summary else f"{_ms(summary['p50'])} / {_ms(summary['p99'])}"
+
+
+def _la(values: list[float] | None) -> str:
+    return "–" if not values else f"{values[0]:.1f}"
+
+
+def command(run: dict[str, Any]) -> str:
+    code = run.get("code") or {}
+    prefix = (
+        f"PYTHONPATH=$(.venv/bin/python -m bench.snapshot {code['commit'][:12]}) "
+        if code.get("snapshot")
+        else ""
+    )
+    return prefix + str(run["command"])
+
+
+def _latest(runs: list[Run]) -> dict[int, tuple[str, dict[str, Any]]]:
+    """N → (tag, result) of the last complete run at that N."""
+    out: dict[int, tuple[str, dict[str, Any]]] = {}
+    for tag, run, _ in runs:
+        result = run.get("result")
+        if result and "activation" in result:
+            out[int(result["n"])] = (tag, result)
+    return out
+
+
+def activation_table(by_n: dict[int, tuple[str, dict[str, Any]]]) -> str:
+    head = ["N", "activation p50 / p99 ms (samples)", "POST → 201 p50 / p99 ms",
+            "load avg (1 min) after load / after the samples", "run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in sorted(by_n.items()):
+        a = r["activation"]
+        lines.append(
+            f"| {n:,} | {_pp(a['add'])} ({a['add']['n']}) | {_pp(a['post_ms'])} | "
+            f"{_la(r.get('loadavg_loaded'))} / {_la(r.get('loadavg_activation'))} | [{tag}] |"
+        )
+    return "\n".join(lines)
+
+
+def stage_table(by_n: dict[int, tuple[str, dict[str, Any]]], phase: str) -> str:
+    rows = [(n, tag, r[phase]) for n, (tag, r) in sorted(by_n.items()) if phase in r]
+    keys = [k for k in (*stages.STAGES, "to_ack") if any(k in p.get("stages", {}) for _, _, p in rows)]
+    head = ["N", *(stages.LABELS[k] for k in keys), "traces", "run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, tag, p in rows:
+        cells = [_pp(p["stages"].get(k)) for k in keys]
+        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {p.get('traced', 0)} | [{tag}] |")
+    return "\n".join(lines)
+
+
+def burst_table(by_n: dict[int, tuple[str, dict[str, Any]]]) -> str:
+    head = ["N before", "new Ingresses", "all POSTs accepted", "all served through Envoy",
+            "sustained domains/s", "load avg after", "py-spy attached", "run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in sorted(by_n.items()):
+        b = r.get("burst")
+        if not b:
+            continue
+        accepted = f"{b['post_s']:.1f} s ({b['accept_rate']:,}/s)"
+        spied = "yes" if b.get("profiles") else "no"
+        lines.append(
+            f"| {n:,} | {b['count']:,} | {accepted} | {b['all_served_s']:.1f} s | {b['rate']:,} | "
+            f"{_la(r.get('loadavg_burst'))} | {spied} | [{tag}] |"
+        )
+    return "\n".join(lines)
+
+
+def cold_table(by_n: dict[int, tuple[str, dict[str, Any]]], ttl: dict[str, int]) -> str:
+    head = [
+        "N",
+        "new Envoy: sample served",
+        "pusher SIGKILL+start: ADS listening / Envoy reconnected / new Ingress served",
+        "compiler SIGKILL+start: Ingress on its shard served",
+        "lease TTL",
+        "run",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in sorted(by_n.items()):
+        e, p, c = r.get("cold_envoy"), r.get("restart_pusher"), r.get("restart_compiler")
+        if not (e or p or c):
+            continue
+        ce = f"{e['served_s']:.2f} s ({e['probed']} hosts)" if e else "–"
+        cp = "–"
+        if p:
+            connected = p.get("envoy_connected_s", float("nan"))
+            cp = f"{p['listening_s']:.2f} / {connected:.2f} / {p['new_host_served_s']:.2f} s"
+        cc = "–" if not c else (f"failed: {c['error']}" if "error" in c else f"{c['served_s']:.2f} s")
+        lines.append(f"| {n:,} | {ce} | {cp} | {cc} | {ttl.get(tag, 3000) / 1000:g} s | [{tag}] |")
+    return "\n".join(lines)
+
+
+def memory_table(by_n: dict[int, tuple[str, dict[str, Any]]]) -> str:
+    head = ["N", "when", "watcher", "compiler-1", "compiler-2", "pusher", "**ours total**", "Envoy", "NATS",
+            "Redis", "API stand-in", "OTLP receiver", "run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in sorted(by_n.items()):
+        for key, when in (("memory_loaded", "after the load"), ("memory_burst", "after the burst")):
+            m = r.get(key)
+            if not m:
+                continue
+            names = ("watcher", "compiler-1", "compiler-2", "pusher", "ours_total", "envoy", "nats", "redis",
+                     "kubeapi", "otlp")  # fmt: skip
+            cells = [f"{m.get(k, 0):.0f}" for k in names]
+            cells[4] = f"**{cells[4]}**"
+            lines.append(f"| {n:,} | {when} | " + " | ".join(cells) + f" | [{tag}] |")
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _judge(value: float, limit: float, exact: bool) -> bool | None:
+    """Met or not at the target's N; below it, only a miss is conclusive (costs grow with N)."""
+    return value <= limit if exact or value > limit else None
+
+
+def targets_table(by_n: dict[int, tuple[str, dict[str, Any]]], ttl: dict[str, int]) -> str:
+    top = max(by_n) if by_n else None
+    at = by_n.get(TARGET_N)
+    low = by_n.get(min(by_n)) if by_n else None
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def where(tag: str, n: int) -> str:
+        return f"N = {n:,} [{tag}]"
+
+    if at:
+        tag, r = at
+        a = r["activation"]["add"]
+        here = where(tag, TARGET_N)
+        rows.append(("activation p50 ≤ 15 ms at 100k", f"{_ms(a['p50'])} ms, {here}", a["p50"] <= 15))
+        rows.append(("activation p99 ≤ 50 ms at 100k", f"{_ms(a['p99'])} ms, {here}", a["p99"] <= 50))
+    elif top:
+        tag, r = by_n[top]
+        a = r["activation"]["add"]
+        got = f"100k not measured; largest: {_ms(a['p50'])} / {_ms(a['p99'])} ms at {where(tag, top)}"
+        rows.append(("activation p50 ≤ 15 ms / p99 ≤ 50 ms at 100k", got, None))
+    if at and low and min(by_n) <= 1000:
+        ratio = at[1]["activation"]["add"]["p99"] / low[1]["activation"]["add"]["p99"]
+        rows.append(("p99(100k) ÷ p99(1k) ≤ 1.5", f"{ratio:.1f}× ([{at[0]}] ÷ [{low[0]}])", ratio <= 1.5))
+    else:
+        rows.append(("p99(100k) ÷ p99(1k) ≤ 1.5", "needs both N", None))
+    src = at or (by_n[top] if top else None)
+    if src and top:
+        tag, r = src
+        exact = at is not None
+        here = where(tag, TARGET_N if exact else top)
+        b, e = r.get("burst"), r.get("cold_envoy")
+        p, c = r.get("restart_pusher"), r.get("restart_compiler")
+        m = r.get("memory_burst") or r.get("memory_loaded")
+        if b:
+            got = f"{b['all_served_s']:.1f} s ({b['rate']:,}/s) at {here}"
+            rows.append((f"burst of {b['count']:,} on top of 100k served within 10 s", got,
+                         _judge(b["all_served_s"], 10, exact)))  # fmt: skip
+        if e:
+            got = f"{e['served_s']:.1f} s (a sample of {e['probed']}) at {here}"
+            rows.append(("new Envoy serves all within 60 s", got, _judge(e["served_s"], 60, exact)))
+        if p:
+            got = f"{p['new_host_served_s']:.1f} s until a new Ingress is served, at {here}"
+            rows.append(
+                ("restarted pusher serving within 10 s", got, _judge(p["new_host_served_s"], 10, exact))
+            )
+        if c and "error" not in c:
+            got = f"{c['served_s']:.1f} s with a lease TTL of {ttl.get(tag, 3000) / 1000:g} s, at {here}"
+            rows.append(
+                ("restarted compiler resumes its shards within 5 s", got, _judge(c["served_s"], 5, exact))
+            )
+        if m:
+            got = f"{m['ours_total']:.0f} MB at {here} (Envoy {m.get('envoy', 0):.0f} MB)"
+            rows.append(
+                ("watcher + compilers + pusher ≤ 1 GB RSS at 100k", got, _judge(m["ours_total"], 1024, exact))
+            )
+    lines = ["| issue 3 target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {_verdict(ok)} |" for t, v, ok in rows]
+    return "\n".join(lines)
+
+
+def profiles_section(runs: list[Run]) -> str:
+    out = []
+    for tag, run, _ in runs:
+        files = ((run.get("result") or {}).get("burst") or {}).get("profiles") or {}
+        for name, path in files.items():
+            if not Path(path).exists():
+                continue
+            s = profiles.summarize(Path(path), top=6)
+            top_self = "; ".join(f"`{f}` {pct}%" for f, pct in s["self"])
+            top_incl = "; ".join(f"`{f}` {pct}%" for f, pct in s["inclusive"][:8])
+            out.append(
+                f"- **{name}** [{tag}], N = {run['result']['n']:,}, {s['samples']} samples, idle "
+                f"{s['idle_pct']}%. Self: {top_self}. On the stack: {top_incl}."
+            )
+    return "\n".join(out) if out else "- no profile in these runs"
+
+
+def failures(runs: list[Run]) -> str:
+    out = []
+    for tag, run, _ in runs:
+        if run.get("error"):
+            churn = run.get("lease_churn") or {}
+            settings = run["settings"]
+            out.append(
+                f"- [{tag}] N = {settings['n']:,}, lease TTL {settings.get('lease_ttl_ms', 3000)} ms: "
+                f"`{run['error']}`; compiler lease churn (lease lost / worker ended log lines): {churn}"
+            )
+    return "\n".join(out) if out else "- none"
+
+
+def pipeline_section(all_runs: list[Run]) -> str:
+    runs = [r for r in all_runs if r[1].get("kind") == "pipeline"]
+    if not runs:
+        return "Not measured in the runs on this page."
+    by_n = _latest(runs)
+    ttl = {tag: int(run["settings"].get("lease_ttl_ms", 3000)) for tag, run, _ in runs}
+    churn = "; ".join(f"[{tag}] {run.get('lease_churn')}" for tag, run, _ in runs if run.get("result"))
+    return "\n\n".join(
+        [
+            "### Targets\n\n" + targets_table(by_n, ttl),
+            "### A new Ingress, one at a time\n\nMilliseconds from the API stand-in's 201 for the POST to "
+            "the first 200 from the echo through Envoy.\n\n" + activation_table(by_n),
+            "Where the time goes (p50 / p99 ms per stage; the stages add up to the activation; a negative "
+            "figure means the two instants overlap, e.g. the watch event arrives before the 201 reaches the "
+            "client):\n\n" + stage_table(by_n, "activation"),
+            "### Burst\n\n" + burst_table(by_n),
+            "Where the time goes in the burst (p50 / p99 ms per stage, from a sample of about 100 traces "
+            "spread over the burst, up to Envoy's ACK):\n\n" + stage_table(by_n, "burst"),
+            "### Cold start\n\n" + cold_table(by_n, ttl),
+            "### Memory (VmRSS, MB)\n\n" + memory_table(by_n),
+            "### Profiles during the burst (py-spy, share of busy samples)\n\n" + profiles_section(runs),
+            "### Failed pipeline runs\n\n"
+            + failures(runs)
+            + (f"\n\nCompiler lease churn in the complete runs (log lines): {churn}." if churn else ""),
+        ]
+    )

@@ -1,0 +1,113 @@
+"""The whole-pipeline benchmark: its pure parts, and a tiny run end to end through the real local stack.
+
+Behaviour only: no figure is asserted (timings on a shared 2-core machine say nothing here), only that
+every phase ran, the traces split into stages, and the page shows the section and the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench import profiles, stages  # noqa: E402
+from bench.report_pipeline import pipeline_section  # noqa: E402
+
+
+def _span(name: str, start: int, end: int) -> dict[str, object]:
+    return {"name": name, "start_ns": start, "end_ns": end}
+
+
+MS = 1_000_000
+TRACE = {
+    "spans": [
+        _span("watcher.event", 1 * MS, 5 * MS),
+        _span("watcher.publish", 2 * MS, 4 * MS),
+        _span("compiler.apply", 5 * MS, 9 * MS),
+        _span("envoy.ack", 12 * MS, 14 * MS),
+    ],
+    "linked": [_span("pusher.relay", 10 * MS, 11 * MS)],
+}
+
+
+def test_stages_add_up_to_the_activation() -> None:
+    split = stages.split(TRACE, accepted_ns=0, served_ns=16 * MS)
+    assert split == {
+        "api_to_watcher": 1.0, "watcher": 3.0, "jetstream_to_compiler": 1.0, "compiler": 5.0,
+        "pusher": 2.0, "envoy": 2.0, "ack_to_200": 2.0, "to_ack": 14.0,
+    }  # fmt: skip
+    assert sum(v for k, v in split.items() if k != "to_ack") == 16.0
+
+
+def test_a_burst_split_ends_at_the_ack_and_a_missing_span_gives_none() -> None:
+    split = stages.split(TRACE, accepted_ns=0, served_ns=None)
+    assert split is not None and "ack_to_200" not in split and split["to_ack"] == 14.0
+    partial = {"spans": [s for s in TRACE["spans"] if s["name"] != "compiler.apply"]}
+    assert stages.split(partial, 0, 16 * MS) is None
+    assert set(stages.summarize([split, split])) == {*stages.STAGES[:-1], "to_ack"}
+
+
+def test_profile_summary_separates_idle_from_work(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text(
+        "<module> (a.py:1);run (asyncio/base_events.py:10);select (selectors.py:468) 60\n"
+        "<module> (a.py:1);commit (/x/libs/shardgate/adapters/store.py:99);packb (msgpack.py:3) 30\n"
+        "<module> (a.py:1);commit (/x/libs/shardgate/adapters/store.py:120) 10\n"
+    )
+    s = profiles.summarize(raw)
+    assert s["samples"] == 100 and s["idle_pct"] == 60.0
+    assert s["self"][0] == ("packb (msgpack.py)", 75.0)
+    assert ("commit (adapters/store.py)", 100.0) in s["inclusive"]
+
+
+def _result(n: int, p99: float) -> dict[str, object]:
+    summary = {"n": 5, "p50": p99 / 2, "p99": p99, "max": p99}
+    return {
+        "n": n,
+        "activation": {"add": summary, "post_ms": summary, "stages": {}, "traced": 0},
+        "burst": {"count": 100, "post_s": 1.0, "accept_rate": 100, "all_served_s": 20.0, "rate": 5,
+                  "stages": {}, "traced": 0, "profiles": {}},
+        "cold_envoy": {"admin_s": 0.1, "served_s": 2.0, "probed": 50},
+        "restart_pusher": {"listening_s": 1.0, "envoy_connected_s": 2.0, "new_host_served_s": 3.0,
+                           "new_host_after_201_ms": 5.0},
+        "restart_compiler": {"served_s": 4.0, "after_201_ms": 5.0, "owned_shards": 32, "holder_after": "c"},
+        "memory_loaded": {"watcher": 1, "pusher": 1, "ours_total": 500, "envoy": 9},
+    }  # fmt: skip
+
+
+def test_targets_are_judged_only_at_their_n() -> None:
+    runs = [
+        ("a", {"kind": "pipeline", "settings": {"n": 1000}, "result": _result(1000, 10.0)}, Path("a")),
+        ("b", {"kind": "pipeline", "settings": {"n": 100000}, "result": _result(100000, 40.0)}, Path("b")),
+    ]
+    page = pipeline_section(runs)
+    assert "| activation p99 ≤ 50 ms at 100k | 40.0 ms, N = 100,000 [b] | **met** |" in page
+    assert "| p99(100k) ÷ p99(1k) ≤ 1.5 | 4.0× ([b] ÷ [a]) | **not met** |" in page
+    assert "20.0 s (5/s) at N = 100,000 [b] | **not met** |" in page
+    only_small = pipeline_section(runs[:1])
+    assert "100k not measured" in only_small and "**met**" not in only_small
+
+
+@pytest.mark.integration
+def test_tiny_run_goes_through_every_phase(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "bench.pipeline", "-n", "30", "--adds", "2", "--burst", "20",
+         "--lease-ttl-ms", "5000", "--out", str(tmp_path)],
+        cwd=ROOT, check=True, timeout=300,
+    )  # fmt: skip
+    (result_file,) = tmp_path.glob("pipeline-*.json")
+    run = json.loads(result_file.read_text())
+    assert "error" not in run, run.get("error")
+    r = run["result"]
+    assert r["activation"]["add"]["n"] == 2 and r["activation"]["traced"] >= 1
+    assert r["burst"]["count"] == 20 and r["burst"]["all_served_s"] > 0
+    assert r["cold_envoy"]["probed"] > 0 and r["restart_pusher"]["new_host_served_s"] > 0
+    assert "served_s" in r["restart_compiler"], r["restart_compiler"]
+    assert r["memory_loaded"]["ours_total"] > 0 and r["memory_loaded"]["envoy"] > 0
+    assert r["hosts_total"] == 30 + 2 + 20 + 2
