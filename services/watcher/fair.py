@@ -85,5 +85,7 @@ class FairQueue:
             if got is None:
                 await self._wake.wait()
             else:
+                # Not wait_for: on 3.11 a cancel that lands as the timeout fires is lost in it.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=got)
+                    async with asyncio.timeout(got):
+                        await self._wake.wait()

@@ -142,7 +142,10 @@ class Watcher:
             regex_max_program_size=settings.regex_max_program_size,
             max_timeout_s=settings.max_timeout_s,
         )
-        self.tenancy = Tenancy(n.strip() for n in settings.catch_all_namespaces.split(",") if n.strip())
+        self.tenancy = Tenancy(
+            (n.strip() for n in settings.catch_all_namespaces.split(",") if n.strip()),
+            grace_ns=int(settings.host_release_grace * 1e9),
+        )
         self._hosts_loaded = False  # the persisted host records are loaded (we lead)
         self._hosts_lock = asyncio.Lock()
         self._effective: dict[str, dict[str, HostRoutes]] = {}  # Ingress → admitted contributions published
@@ -195,6 +198,7 @@ class Watcher:
         selector = self.settings.secret_field_selector or None
         tasks = [
             asyncio.create_task(self.elector.run(), name="watcher-elector"),
+            asyncio.create_task(self._release_hosts(), name="watcher-host-release"),
             *(
                 asyncio.create_task(self._work(), name=f"watcher-worker-{i}")
                 for i in range(max(1, self.settings.workers))
@@ -380,13 +384,21 @@ class Watcher:
 
     def _settle(self, hosts: set[str], observed_ns: int) -> None:
         """Re-decide ownership of `hosts` (once we lead and know every Ingress) and re-evaluate every
-        Ingress whose admission that may change: those naming the hosts or hosts conflicting with them."""
+        Ingress whose admission that may have changed."""
         if not self._hosts_loaded or SourceKind.INGRESS not in self.synced:
             return
-        changed = self.tenancy.settle(hosts)
-        related = {c for h in hosts for c in self.tenancy.conflicting(h)}
-        for source in sorted(self.tenancy.sources(hosts | changed | related)):
+        for source in sorted(self.tenancy.sources(self.tenancy.settle(hosts, observed_ns))):
             self._enqueue(source, observed_ns)
+
+    async def _release_hosts(self) -> None:
+        """Hand hosts whose owner let the release grace pass to the longest waiting claimant."""
+        while True:
+            now = time.time_ns()
+            due = self.tenancy.next_due()
+            await asyncio.sleep(1.0 if due is None else min(1.0, max(0.01, (due - now) / 1e9)))
+            now = time.time_ns()
+            if self._hosts_loaded and (hosts := self.tenancy.due(now)):
+                self._settle(hosts, now)
 
     def _warn_ignored(self, t: Translation) -> None:
         for key in t.ignored:
@@ -521,7 +533,7 @@ class Watcher:
         self.tenancy.load(records, now)
         self._hosts_loaded = True
         if SourceKind.INGRESS in self.synced:
-            self.tenancy.settle(self.tenancy.known_hosts())
+            self.tenancy.settle(self.tenancy.known_hosts(), now)
         self._active = True
         log.info("leading: %d sources in the published index, %d host records; re-diffing %s", len(entries),
                  len(records), ", ".join(sorted(self.synced)))  # fmt: skip
@@ -548,7 +560,12 @@ class Watcher:
             job.spans.append(span)
 
     async def _work(self) -> None:
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # On 3.11 a library's asyncio.wait_for (nats-py's publish) can swallow a cancel that
+                # lands as its future completes; without this check a stopping watcher never stops.
+                raise asyncio.CancelledError
             namespace, source = await self._fair.get()
             job = self._pending.pop(source, None)
             if job is None:

@@ -81,6 +81,11 @@ class Settings:
         "",
         "comma-separated namespaces allowed to use the catch-all (no-host rules, defaultBackend); empty: any",
     )
+    host_release_grace: float = _opt(
+        60.0,
+        "seconds a host stays with its owner after its last Ingress naming it is gone: a delete and "
+        "re-create (kubectl replace --force, helm reinstall) must not hand the host to a waiting namespace",
+    )
     namespace_rate: float = _opt(
         50.0, "changes per second one namespace may cause before it is throttled (its changes wait, in order)"
     )

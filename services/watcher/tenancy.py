@@ -16,9 +16,11 @@ Ingress may route a host at all.
 - An unowned host goes to the claimant that has waited longest (the time the watcher first saw its
   claim, then its oldest Ingress's creationTimestamp, then the namespace name), among claimants no
   conflicting owner blocks. On a fresh start every claim is seen at once, so the oldest Ingress wins.
-- Ownership moves only when the owner releases the host: no Ingress of the owner names it any more.
-  Records (owner and waiting claimants with their `since`) are persisted next to the published index,
-  so a restart, a re-list or a failover keeps both the owner and the queue.
+- Ownership moves only when the owner releases the host: no Ingress of the owner has named it for
+  `grace` (so a tenant that deletes and re-creates its Ingress — `kubectl replace --force`, a helm
+  reinstall — does not hand its host to whoever waits; nothing routes the host meanwhile). Records
+  (owner, when it stopped claiming, waiting claimants with their `since`) are persisted next to the
+  published index, so a restart, a re-list or a failover keeps the owner, the grace and the queue.
 
 Conflicts between Ingresses of the owning namespace are not decided here: the merge decides them
 (oldest wins) and the watcher tells the loser.
@@ -26,6 +28,7 @@ Conflicts between Ingresses of the owning namespace are not decided here: the me
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -53,15 +56,20 @@ class HostRecord:
 
     owner: str = ""
     waiting: dict[str, int] = field(default_factory=dict)
+    released: int = 0  # when the owner stopped naming the host (epoch ns); 0 while it names it
 
     def encode(self) -> bytes:
-        return msgpack.packb({"o": self.owner, "w": self.waiting}, use_bin_type=True)  # type: ignore[no-any-return]
+        o = {"o": self.owner, "w": self.waiting, "r": self.released}
+        return msgpack.packb(o, use_bin_type=True)  # type: ignore[no-any-return]
+
+    def copy(self) -> HostRecord:
+        return HostRecord(self.owner, dict(self.waiting), self.released)
 
     @staticmethod
     def decode(data: bytes) -> HostRecord:
         try:
             o = msgpack.unpackb(data, raw=False)
-            return HostRecord(str(o["o"]), {str(k): int(v) for k, v in o["w"].items()})
+            return HostRecord(str(o["o"]), {str(k): int(v) for k, v in o["w"].items()}, int(o.get("r", 0)))
         except Exception as exc:  # msgpack raises several unrelated types
             raise RecordError(f"host record: {exc}") from exc
 
@@ -72,8 +80,11 @@ def parent(host: str) -> str:
 
 
 class Tenancy:
-    def __init__(self, catch_all_namespaces: Iterable[str] = ()) -> None:
+    def __init__(self, catch_all_namespaces: Iterable[str] = (), grace_ns: int = 0) -> None:
         self.catch_all_namespaces = frozenset(catch_all_namespaces)  # empty: any namespace may claim it
+        self.grace_ns = grace_ns
+        self._releasing: set[str] = set()  # hosts whose owner stopped naming them, within the grace
+        self._sharing_changed: set[str] = set()  # hosts whose owner changed whom it lets share them
         self._claims: dict[str, Claim] = {}  # source -> claim
         self._by_host: dict[str, set[str]] = {}  # host -> sources claiming it
         self._records: dict[str, HostRecord] = {}
@@ -88,7 +99,8 @@ class Tenancy:
         old, self._records = self._records, {}
         for host in old:
             self._untrack(host)
-        self._records = {h: HostRecord(r.owner, dict(r.waiting)) for h, r in records.items()}
+        self._records = {h: r.copy() for h, r in records.items()}
+        self._releasing = {h for h, r in self._records.items() if r.released}
         for host in self._records:
             self._track(host)
         self.dirty.clear()
@@ -105,8 +117,12 @@ class Tenancy:
 
     def set_claim(self, source: str, claim: Claim | None, now: int) -> set[str]:
         """Record what `source` claims now (None: nothing); returns the hosts to `settle`."""
-        old = self._claims.pop(source, None)
+        old = self._claims.get(source)
         touched = set(old.hosts) if old else set()
+        touched |= claim.hosts if claim is not None else frozenset()
+        owned = {h for h in touched if self.owner(h)}
+        sharing_before = {h: self.sharing(self.owner(h), h) for h in owned}
+        self._claims.pop(source, None)
         if claim is not None and claim.hosts:
             self._claims[source] = claim
             touched |= claim.hosts
@@ -124,26 +140,44 @@ class Tenancy:
                     sources.discard(source)
                     if not sources:
                         del self._by_host[host]
+        self._sharing_changed |= {h for h in owned if self.sharing(self.owner(h), h) != sharing_before[h]}
         return touched
 
-    def settle(self, hosts: Iterable[str]) -> set[str]:
-        """Release hosts their owner no longer claims, give unowned hosts to the longest waiting
-        admissible claimant, drop waiters that stopped claiming. Returns every host whose owner
-        changed, and the hosts conflicting with them (their claimants' admission may have changed)."""
-        start = set(hosts)
-        # A claim's sharing list changes what conflicting hosts' claimants may do: settle those too.
-        start |= {c for h in list(start) for c in self.conflicting(h)}
-        work = sorted(start, key=self._priority)
+    def due(self, now: int) -> set[str]:
+        """Hosts whose release grace is over: `settle` them."""
+        return {
+            h for h in self._releasing if (r := self._records.get(h)) and now - r.released >= self.grace_ns
+        }
+
+    def next_due(self) -> int | None:
+        """When the next release grace ends (epoch ns), if any host is in one."""
+        ends = [r.released + self.grace_ns for h in self._releasing if (r := self._records.get(h))]
+        return min(ends, default=None)
+
+    def settle(self, hosts: Iterable[str], now: int) -> set[str]:
+        """Release hosts their owner has not claimed for the grace, give unowned hosts to the longest
+        waiting admissible claimant, drop waiters that stopped claiming. Returns the hosts whose
+        claimants' admission may have changed: those whose owner (or owner's sharing) changed, and
+        the hosts conflicting with them."""
+        shared, self._sharing_changed = self._sharing_changed, set()
+        # Sharing changes what conflicting hosts' claimants may do: settle those too.
+        start = set(hosts) | shared | {c for h in shared for c in self.conflicting(h)}
+        work = deque(sorted(start, key=self._priority))
+        queued = set(work)
         changed: set[str] = set()
-        rounds = 0
-        while work and rounds < 4 * (len(work) + 8):
-            rounds += 1
-            host = work.pop(0)
-            if self._settle_one(host):
+        visits: dict[str, int] = {}
+        while work:
+            host = work.popleft()
+            queued.discard(host)
+            visits[host] = visits.get(host, 0) + 1
+            if visits[host] > 4:  # an owner change can only unblock a neighbour so often: stop a cycle
+                continue
+            if self._settle_one(host, now):
                 changed.add(host)
-                for other in sorted(self.conflicting(host)):
-                    if other not in work:
-                        work.append(other)
+                for other in sorted(self.conflicting(host) - queued):
+                    work.append(other)
+                    queued.add(other)
+        changed |= shared
         return changed | {c for h in changed for c in self.conflicting(h)}
 
     def _priority(self, host: str) -> tuple[int, str, str]:
@@ -153,14 +187,22 @@ class Tenancy:
         return min(((record.waiting.get(ns, 0), created, host) for ns, created in claimants.items()),
                    default=(0, "", host))  # fmt: skip
 
-    def _settle_one(self, host: str) -> bool:
+    def _settle_one(self, host: str, now: int) -> bool:
         record = self._records.get(host)
         if record is None:
             return False
         claimants = self.claimants(host)
-        before = (record.owner, dict(record.waiting))
+        before = (record.owner, dict(record.waiting), record.released)
         if record.owner and record.owner not in claimants:
-            record.owner = ""
+            record.released = record.released or now
+            if now - record.released >= self.grace_ns:
+                record.owner, record.released = "", 0
+        else:
+            record.released = 0
+        if record.released:
+            self._releasing.add(host)
+        else:
+            self._releasing.discard(host)
         record.waiting = {ns: t for ns, t in record.waiting.items() if ns in claimants and ns != record.owner}
         if not record.owner and claimants:
             candidates = [ns for ns in claimants if self._blocked(ns, host, include_self=False) is None]
@@ -168,7 +210,7 @@ class Tenancy:
                 winner = min(candidates, key=lambda ns: (record.waiting.get(ns, 0), claimants[ns], ns))
                 record.owner = winner
                 record.waiting.pop(winner, None)
-        if (record.owner, record.waiting) != before:
+        if (record.owner, record.waiting, record.released) != before:
             self.dirty.add(host)
         if not record.owner and not record.waiting and not claimants:
             del self._records[host]

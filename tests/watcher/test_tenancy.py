@@ -11,7 +11,7 @@ def claim(ns: str, *hosts: str, created: str = "2026-01-01T00:00:00Z", share: tu
 
 
 def put(t: Tenancy, source: str, c: Claim | None, now: int) -> set[str]:
-    return t.settle(t.set_claim(source, c, now))
+    return t.settle(t.set_claim(source, c, now), now)
 
 
 def test_first_namespace_owns_and_others_are_told_who() -> None:
@@ -80,7 +80,7 @@ def test_fresh_start_oldest_ingress_wins_whatever_the_list_order() -> None:
         touched: set[str] = set()
         for ns in order:
             touched |= t.set_claim(f"ingress/{ns}/x", claim(ns, "h.example.com", created=created[ns]), 7)
-        t.settle(touched)
+        t.settle(touched, 7)
         assert t.owner("h.example.com") == "b"
 
 
@@ -97,9 +97,9 @@ def test_ownership_survives_a_restart_through_the_records() -> None:
     u.set_claim("ingress/a/x", claim("a", "h.example.com", created="2020-01-01T00:00:00Z"), 50)
     u.set_claim("ingress/b/x", claim("b", "h.example.com"), 50)
     u.load(persisted, now=60)
-    u.settle(u.known_hosts())
+    u.settle(u.known_hosts(), 60)
     assert u.owner("h.example.com") == "b"
-    u.settle(u.set_claim("ingress/b/x", None, 70))
+    u.settle(u.set_claim("ingress/b/x", None, 70), 70)
     assert u.owner("h.example.com") == "a", "a waited since 2, c only since the takeover"
 
 
@@ -128,3 +128,40 @@ def test_an_owner_keeps_its_host_when_sharing_lets_a_neighbour_own_a_wildcard_ov
     assert t.admits("a", "x.foo.com") is None and t.admits("b", "x.foo.com") is None
     put(t, "ingress/c/y", claim("c", "y.foo.com"), 3)
     assert t.admits("c", "y.foo.com") is not None
+
+
+def test_a_released_host_stays_with_its_owner_for_the_grace() -> None:
+    t = Tenancy(grace_ns=100)
+    put(t, "ingress/a/x", claim("a", "h.example.com"), 1)
+    put(t, "ingress/b/x", claim("b", "h.example.com"), 2)
+    put(t, "ingress/a/x", None, 10)  # deleted ...
+    assert t.owner("h.example.com") == "a" and t.next_due() == 110 and t.due(109) == set()
+    put(t, "ingress/a/x2", claim("a", "h.example.com"), 50)  # ... and re-created within the grace
+    assert t.owner("h.example.com") == "a" and t.next_due() is None
+    assert t.record("h.example.com") == HostRecord("a", {"b": 2}, 0)
+
+    put(t, "ingress/a/x2", None, 60)
+    assert t.record("h.example.com") == HostRecord("a", {"b": 2}, 60)
+    assert HostRecord.decode(HostRecord("a", {"b": 2}, 60).encode()).released == 60
+    assert t.admits("b", "h.example.com") is not None
+    assert t.due(160) == {"h.example.com"}
+    changed = t.settle(t.due(160), 160)
+    assert t.owner("h.example.com") == "b" and "h.example.com" in changed and t.next_due() is None
+
+
+def test_a_sharing_change_re_evaluates_only_what_it_touches() -> None:
+    t = Tenancy()
+    put(t, "ingress/a/x", claim("a", "h.example.com"), 1)
+    put(t, "ingress/b/x", claim("b", "h.example.com"), 2)
+    assert put(t, "ingress/a/y", claim("a", "h.example.com", "other.example.com"), 3) == {"other.example.com"}
+    changed = put(t, "ingress/a/x", claim("a", "h.example.com", share=("b",)), 4)
+    assert changed == {"h.example.com"} and t.admits("b", "h.example.com") is None
+
+
+def test_settling_many_hosts_at_once_settles_every_one() -> None:
+    t = Tenancy()
+    touched: set[str] = set()
+    for i in range(500):
+        touched |= t.set_claim(f"ingress/ns{i % 7}/i{i}", claim(f"ns{i % 7}", f"h{i}.example.com"), i)
+    t.settle(touched, 1000)
+    assert all(t.owner(f"h{i}.example.com") == f"ns{i % 7}" for i in range(500))
