@@ -337,13 +337,17 @@ def nacks() -> float:
     return total
 
 
-@pytest.fixture
+@pytest.fixture(params=["DELTA_GRPC", "GRPC"], ids=["delta", "sotw"])
 async def gw(
-    pusher: Pusher, upstreams: Backends, gateway_factory: Callable[..., Any]
+    request: pytest.FixtureRequest,
+    pusher: Pusher,
+    upstreams: Backends,
+    gateway_factory: Callable[..., Any],
 ) -> AsyncIterator[Gateway]:
+    """One Envoy per test, over Delta and over State-of-the-World ADS; no NACK allowed."""
     before = nacks()
     pusher.apply(*upstreams.fragments())
-    gateway: Gateway = await gateway_factory("DELTA_GRPC")
+    gateway: Gateway = await gateway_factory(request.param)
     yield gateway
     assert nacks() == before, "Envoy refused a resource"
 
