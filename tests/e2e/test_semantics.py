@@ -14,6 +14,7 @@ import json
 from urllib.parse import urlsplit
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 
@@ -62,7 +63,12 @@ async def test_prefix_matches_whole_path_elements(e2e: E2E, http: aiohttp.Client
         ingress(
             "prefix",
             ns,
-            host_rule(host, path_rule("/aaa/bbb", "Prefix", A), path_rule("/ccc/", "Prefix", B)),
+            host_rule(
+                host,
+                path_rule("/aaa/bbb", "Prefix", A),
+                path_rule("/ccc/", "Prefix", B),
+                path_rule("/impl", "ImplementationSpecific", B),  # documented: Prefix
+            ),
         )
     )
     await wait_served(e2e, http, host, "/aaa/bbb", A)
@@ -74,13 +80,15 @@ async def test_prefix_matches_whole_path_elements(e2e: E2E, http: aiohttp.Client
         "/ccc": B,  # a trailing slash in the rule is ignored
         "/ccc/": B,
         "/ccc/ddd": B,
+        "/impl": B,
+        "/impl/x": B,
     }
     for path, backend in served.items():
         reply = await request(e2e, http, host, path)
         assert reply.status == 200 and reply.backend == backend and reply.json, (path, reply)
         assert reply.json["path"] == path, (path, reply)
     # Element-wise, not string-wise: `/aaa/bbb` does not match `/aaa/bbbxyz`; `/ccc/` not `/cccd`.
-    for path in ("/aaa/bbbxyz", "/aaa", "/aaa/bb", "/cccd", "/"):
+    for path in ("/aaa/bbbxyz", "/aaa", "/aaa/bb", "/cccd", "/implx", "/"):
         reply = await request(e2e, http, host, path)
         assert reply.status == 404, (path, reply)
 
@@ -414,8 +422,9 @@ async def test_use_regex_paths(e2e: E2E, http: aiohttp.ClientSession) -> None:
     reply = await wait_served(e2e, http, host, "/v2/items", A)
     assert reply.json and reply.json["path"] == "/v2/items"  # matched by regex, forwarded unchanged
     assert (await request(e2e, http, host, "/v10/items")).backend == A
-    # nginx regex locations are anchored at the start only: a longer path still matches.
+    # nginx regex locations (`~*`) are anchored at the start only and case-insensitive.
     assert (await request(e2e, http, host, "/v10/items/7")).backend == A
+    assert (await request(e2e, http, host, "/V3/Items")).backend == A
     for path in ("/vx/items", "/v/items", "/api/v2/items"):
         assert (await request(e2e, http, host, path)).backend == B, path
 
@@ -539,6 +548,66 @@ async def test_backend_protocol_https(e2e: E2E, http: aiohttp.ClientSession) -> 
         await eventually(plain_fails, timeout=10, what="plain HTTP to a TLS backend fails")
     finally:
         await runner.cleanup()
+
+
+async def test_backend_protocol_grpc(e2e: E2E, http: aiohttp.ClientSession) -> None:
+    """A gRPC backend (HTTP/2 cleartext) is reachable through the gateway with `backend-protocol: GRPC`."""
+    ns = await tenant(e2e, http, "ann-grpc")
+
+    def ping(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b"pong:" + request
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "sg.Echo", {"Ping": grpc.unary_unary_rpc_method_handler(ping)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        e2e.apply(service_yaml(ns, "grpc-backend", port))
+        e2e.apply(
+            ingress(
+                "grpc",
+                ns,
+                host_rule("grpc.proto.ann.test", path_rule("/", "Prefix", "grpc-backend")),
+                annotations={NGINX + "backend-protocol": "GRPC"},
+            )
+        )
+        e2e.apply(
+            ingress(
+                "grpc-plain", ns, host_rule("plain.grpc.ann.test", path_rule("/", "Prefix", "grpc-backend"))
+            )
+        )
+
+        async def call(authority: str) -> bytes | str:
+            options = [("grpc.default_authority", authority)]
+            async with grpc.aio.insecure_channel(
+                e2e.gateway.removeprefix("http://"), options=options
+            ) as channel:
+                try:
+                    answer: bytes = await channel.unary_unary("/sg.Echo/Ping")(b"hi", timeout=3)
+                    return answer
+                except grpc.aio.AioRpcError as exc:
+                    return str(exc.code())
+
+        async def answered() -> bool:
+            return await call("grpc.proto.ann.test") == b"pong:hi"
+
+        await eventually(answered, timeout=10, what="a gRPC call through the gateway")
+
+        # Without the annotation the gateway speaks HTTP/1.1 to the backend: once that route is live (not
+        # 404), the call fails.
+        async def routed() -> bool:
+            return (await request(e2e, http, "plain.grpc.ann.test", "/sg.Echo/Ping")).status != 404
+
+        await eventually(routed, timeout=10, what="the route without backend-protocol is live")
+        assert await call("plain.grpc.ann.test") != b"pong:hi"
+    finally:
+        await server.stop(None)
 
 
 async def test_proxy_read_timeout(e2e: E2E, http: aiohttp.ClientSession) -> None:
