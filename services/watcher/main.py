@@ -20,7 +20,7 @@ from .store import RedisIndexStore
 async def run(settings: Settings) -> None:
     kube = await KubeClient.connect(settings.kubeconfig)
     bus = await DeltaBus.connect(settings.nats_url, settings.shards, settings.stream, name=settings.identity)
-    store = RedisIndexStore.from_url(settings.redis_url, settings.index_key)
+    store = RedisIndexStore.from_url(settings.redis_url, settings.index_key, settings.hosts_key)
     task = asyncio.create_task(Watcher(settings, kube, bus, store).run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

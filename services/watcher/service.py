@@ -49,9 +49,9 @@ from shardgate.adapters.kube import (
     Resource,
 )
 from shardgate.keys import SourceKind
-from shardgate.model import Contribution, HostRoutes
+from shardgate.model import Contribution
 from shardgate.records import Delta
-from shardgate.watcher.conflicts import conflict_reasons
+from shardgate.watcher.admission import Admission
 from shardgate.watcher.fair import FairQueue
 from shardgate.watcher.index import Change, Index, source_kind_of
 from shardgate.watcher.leader import LeaderElector
@@ -148,10 +148,7 @@ class Watcher:
         )
         self._hosts_loaded = False  # the persisted host records are loaded (we lead)
         self._hosts_lock = asyncio.Lock()
-        self._effective: dict[str, dict[str, HostRoutes]] = {}  # Ingress → admitted contributions published
-        self._tenancy_reasons: dict[str, tuple[str, ...]] = {}
-        self._conflicts: dict[str, dict[str, list[str]]] = {}  # Ingress → host → why rules are unused
-        self._logged_extra: dict[str, tuple[str, ...]] = {}
+        self.admission = Admission(self.tenancy)
         self._warned_annotations: set[str] = set()
         self.classes = IngressClasses()
         self.current: dict[str, Translation] = {}  # source -> what it contributes now (non-empty only)
@@ -373,8 +370,7 @@ class Watcher:
         self.current.pop(source, None)
         self.classless.pop(source, None)
         self._reasons.pop(source, None)
-        self._tenancy_reasons.pop(source, None)
-        self._logged_extra.pop(source, None)
+        self.admission.forget(source)
         state = self.ingresses.pop(source, None)
         if state is not None:
             self.feedback.forget(state.namespace, state.name)
@@ -591,7 +587,7 @@ class Watcher:
             try:
                 await self._persist_hosts()
                 t = self.current.get(job.source)
-                contributions = self._admitted(job.source, t)
+                contributions = self.admission.admitted(job.source, t.contributions if t else {})
                 change = self.index.diff(
                     job.source, t.rv if t else "", contributions if t else None, job.observed_ns
                 )
@@ -626,81 +622,19 @@ class Watcher:
                 self.tenancy.dirty.update(dirty)
                 raise
 
-    def _admitted(self, source: str, t: Translation | None) -> dict[str, Contribution]:
-        """The source's contributions that may be published: for an Ingress, the hosts its namespace
-        may route (owns, or shares by the owner's leave)."""
-        if t is None:
-            return {}
-        if source_kind_of(source) is not SourceKind.INGRESS:
-            return dict(t.contributions)
-        namespace = keys.split_source(source)[1]
-        out: dict[str, Contribution] = {}
-        reasons: list[str] = []
-        for unit, contribution in t.contributions.items():
-            why = self.tenancy.admits(namespace, keys.unit_name(unit))
-            if why is None:
-                out[unit] = contribution
-            else:
-                reasons.append(f"{why} (host not admitted)")
-        self._tenancy_reasons[source] = tuple(reasons)
-        return out
-
     def _after_ingress(self, source: str, contributions: dict[str, Contribution]) -> None:
         """Status, and what the Ingress and its neighbours on each host should be told."""
         state = self.ingresses.get(source)
         if state is not None:
             state.admitted = bool(contributions)
             self._want_status(state)
-        new = {u: c for u, c in contributions.items() if isinstance(c, HostRoutes)}
-        old = self._effective.get(source)
-        tell = {source}
-        if old != new:
-            if new:
-                self._effective[source] = new
-            else:
-                self._effective.pop(source, None)
-            for unit in sorted(set(new) | set(old or {})):
-                tell |= self._recompute_conflicts(unit)
-        for s in sorted(tell):
+        for s in self.admission.published(source, contributions):
             self._report(s)
-
-    def _recompute_conflicts(self, unit: str) -> set[str]:
-        """Re-run the merge of one host over what is published for it; returns the Ingresses whose
-        conflict reasons changed."""
-        host = keys.unit_name(unit)
-        parts = {
-            s: eff[unit] for s in self.tenancy.sources({host}) if unit in (eff := self._effective.get(s, {}))
-        }
-        reasons = conflict_reasons(unit, parts)
-        changed: set[str] = set()
-        for s in set(parts) | {s for s, hosts in self._conflicts.items() if host in hosts}:
-            before = self._conflicts.get(s, {}).get(host)
-            now = reasons.get(s)
-            if before == now:
-                continue
-            changed.add(s)
-            if now:
-                self._conflicts.setdefault(s, {})[host] = now
-            else:
-                self._conflicts.get(s, {}).pop(host, None)
-                if not self._conflicts.get(s):
-                    self._conflicts.pop(s, None)
-        return changed
 
     def _report(self, source: str) -> None:
         state = self.ingresses.get(source)
-        if state is None or not state.ours:
-            return
-        conflicts = self._conflicts.get(source, {})
-        extra = (
-            *self._tenancy_reasons.get(source, ()),
-            *(r for h in sorted(conflicts) for r in conflicts[h]),
-        )
-        if self._logged_extra.get(source, ()) != extra:
-            for reason in extra:
-                log.warning("%s: %s", source, reason)
-            self._logged_extra[source] = extra
-        self.feedback.report(state.involved, [*state.reasons, *extra])
+        if state is not None and state.ours:
+            self.feedback.report(state.involved, [*state.reasons, *self.admission.reasons(source)])
 
     async def _publish(self, change: Change, parent: trace.Span | None) -> None:
         if not change.deltas:

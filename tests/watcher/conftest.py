@@ -145,7 +145,7 @@ async def start_watcher(env: Env) -> AsyncIterator[StartWatcher]:
         settings = replace(env.settings, identity=identity, **overrides)
         kube = await KubeClient.connect(settings.kubeconfig)
         bus = await DeltaBus.connect(settings.nats_url, settings.shards, settings.stream, name=identity)
-        store = RedisIndexStore.from_url(settings.redis_url, settings.index_key)
+        store = RedisIndexStore.from_url(settings.redis_url, settings.index_key, settings.hosts_key)
         watcher = Watcher(settings, kube, bus, store)
         task = asyncio.create_task(watcher.run(), name=f"watcher-{identity}")
         r = Running(watcher, task, [watcher_close(bus), store.close, kube.close])

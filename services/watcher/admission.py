@@ -1,0 +1,104 @@
+"""Which contributions of an Ingress may be published, and what its owner must be told about the rest.
+
+Translation (`translate.py`) judges an Ingress on its own; admission judges it among its neighbours:
+
+- host ownership (`tenancy.py`): a host another namespace owns is left out, with the owner's name;
+- conflicts inside the owning namespace: both contributions are published and the merge decides
+  (oldest wins); the watcher runs the same merge over what it published for the host
+  (`conflicts.py`) so that the loser — which may be an Ingress that did not change — is told now.
+
+Pure bookkeeping over what was published; `service.py` calls it from the publish workers and turns
+`reasons` into Events and log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from shardgate import keys
+from shardgate.keys import SourceKind
+from shardgate.model import Contribution, HostRoutes
+
+from .conflicts import conflict_reasons
+from .index import source_kind_of
+from .tenancy import Tenancy
+
+log = logging.getLogger(__name__)
+
+
+class Admission:
+    def __init__(self, tenancy: Tenancy) -> None:
+        self.tenancy = tenancy
+        self._published: dict[str, dict[str, HostRoutes]] = {}  # Ingress → host unit → what went out
+        self._denied: dict[str, tuple[str, ...]] = {}  # Ingress → hosts it may not route, and why
+        self._conflicts: dict[str, dict[str, list[str]]] = {}  # Ingress → host → rules of it unused
+        self._logged: dict[str, tuple[str, ...]] = {}
+
+    def admitted(self, source: str, contributions: Mapping[str, Contribution]) -> dict[str, Contribution]:
+        """The contributions that may be published: for an Ingress, the hosts its namespace owns or
+        shares by the owner's leave."""
+        if source_kind_of(source) is not SourceKind.INGRESS:
+            return dict(contributions)
+        namespace = keys.split_source(source)[1]
+        out: dict[str, Contribution] = {}
+        denied: list[str] = []
+        for unit, contribution in contributions.items():
+            why = self.tenancy.admits(namespace, keys.unit_name(unit))
+            if why is None:
+                out[unit] = contribution
+            else:
+                denied.append(f"{why} (host not admitted)")
+        self._denied[source] = tuple(denied)
+        return out
+
+    def published(self, source: str, contributions: Mapping[str, Contribution]) -> set[str]:
+        """`source` now has `contributions` published: returns the Ingresses whose reasons may have
+        changed (itself, and the losers and winners of conflicts on its hosts)."""
+        new = {u: c for u, c in contributions.items() if isinstance(c, HostRoutes)}
+        old = self._published.get(source)
+        tell = {source}
+        if old != new:
+            if new:
+                self._published[source] = new
+            else:
+                self._published.pop(source, None)
+            for unit in sorted(set(new) | set(old or {})):
+                tell |= self._recompute(unit)
+        return tell
+
+    def _recompute(self, unit: str) -> set[str]:
+        host = keys.unit_name(unit)
+        parts = {
+            s: pub[unit] for s in self.tenancy.sources({host}) if unit in (pub := self._published.get(s, {}))
+        }
+        reasons = conflict_reasons(unit, parts)
+        changed: set[str] = set()
+        for s in set(parts) | {s for s, hosts in self._conflicts.items() if host in hosts}:
+            before = self._conflicts.get(s, {}).get(host)
+            now = reasons.get(s)
+            if before == now:
+                continue
+            changed.add(s)
+            if now:
+                self._conflicts.setdefault(s, {})[host] = now
+            else:
+                self._conflicts.get(s, {}).pop(host, None)
+                if not self._conflicts.get(s):
+                    self._conflicts.pop(s, None)
+        return changed
+
+    def reasons(self, source: str) -> tuple[str, ...]:
+        """What admission left out of `source`, logged (with its key) when it changes."""
+        conflicts = self._conflicts.get(source, {})
+        out = (*self._denied.get(source, ()), *(r for h in sorted(conflicts) for r in conflicts[h]))
+        if self._logged.get(source, ()) != out:
+            for reason in out:
+                log.warning("%s: %s", source, reason)
+            self._logged[source] = out
+        return out
+
+    def forget(self, source: str) -> None:
+        """The Ingress is gone (its tombstones still go out through `published`)."""
+        self._denied.pop(source, None)
+        self._logged.pop(source, None)
