@@ -99,21 +99,27 @@ class _Builder:
         match = route_match(route)
         per_filter = options.filter_configs(route.options)
 
-        def make(extra: rc.HeaderMatcher | None = None, **kind: object) -> rc.Route:
-            m = rc.RouteMatch()
-            m.CopyFrom(match)
+        def make(
+            target: rc.RouteAction | rc.RedirectAction, extra: rc.HeaderMatcher | None = None
+        ) -> rc.Route:
+            out = rc.Route(typed_per_filter_config=per_filter)
+            out.match.CopyFrom(match)
             if extra is not None:
-                m.headers.append(extra)
-            return rc.Route(match=m, typed_per_filter_config=per_filter, **kind)  # type: ignore[arg-type]
+                out.match.headers.append(extra)
+            if isinstance(target, rc.RedirectAction):
+                out.redirect.CopyFrom(target)
+            else:
+                out.route.CopyFrom(target)
+            return out
 
         out: list[rc.Route] = []
         if options.wants_ssl_redirect(route, self.config.tls_secret is not None):
-            out.append(make(options.scheme_is_http(), redirect=options.ssl_redirect()))
+            out.append(make(options.ssl_redirect(), options.scheme_is_http()))
         if route.options.permanent_redirect is not None:
             redirect = options.permanent_redirect(
                 route.options.permanent_redirect, route.options.permanent_redirect_code
             )
-            return [*out, make(redirect=redirect)]
+            return [*out, make(redirect)]
         weighted: list[CanaryRoute] = []
         for canary in route.canaries:
             header = canary.canary.header
@@ -121,14 +127,14 @@ class _Builder:
                 name = header.lower()
                 value = canary.canary.header_value or "always"
                 out.append(
-                    make(_header(name, value), route=self.action(replace(route, cluster=canary.cluster), ()))
+                    make(self.action(replace(route, cluster=canary.cluster), ()), _header(name, value))
                 )
                 if canary.canary.header_value is None:
                     # nginx: "never" keeps the request on the primary, whatever the weight says.
-                    out.append(make(_header(name, "never"), route=self.action(route, ())))
+                    out.append(make(self.action(route, ()), _header(name, "never")))
             if canary.canary.weight is not None:
                 weighted.append(canary)
-        out.append(make(route=self.action(route, tuple(weighted))))
+        out.append(make(self.action(route, tuple(weighted))))
         return out
 
 
