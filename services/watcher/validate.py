@@ -13,7 +13,8 @@ the gateway's configuration unchecked.
   so such a rule could never match), bounded length; for Exact and Prefix also the sequences the
   Kubernetes API refuses (`//`, `/./`, `/../`, `%2f`, and a `/.` or `/..` suffix).
 - Regex paths (`use-regex`): compiled with RE2 — the engine Envoy uses — and refused above a program size
-  bound, the same measure Envoy's `re2.max_program_size.error_level` (default 100) limits.
+  bound, measured on the pattern Envoy will get (`(?i)<path>.*`) the way Envoy measures it: what Envoy's
+  `re2.max_program_size.error_level` (default 100) limits.
 - Names: Service names are DNS-1035 labels, Secret names DNS-1123 subdomains, port names IANA service
   names, port numbers 1–65535.
 """
@@ -112,16 +113,34 @@ def regex_error(
     options.max_mem = 1 << 20  # compile in a bounded amount of memory, whatever the pattern
     try:
         compiled = re2.compile(pattern, options)
+        size = envoy_program_size(envoy_path_regex(pattern))
     except re2.error as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         return f"regex path {pattern!r} does not compile as RE2: {detail}", 0
-    if compiled.programsize > max_program_size:
+    if size > max_program_size:
         return (
-            f"regex path {pattern!r} is too complex for the gateway (RE2 program size "
-            f"{compiled.programsize} > {max_program_size})",
+            f"regex path {pattern!r} is too complex for the gateway (RE2 program size {size} > "
+            f"{max_program_size})",
             0,
         )
     return None, int(compiled.groups)
+
+
+def envoy_path_regex(path: str) -> str:
+    """The pattern Envoy gets for a `use-regex` path (`shardgate.xds.options.envoy_path_regex`, nginx's
+    `location ~* ^<path>`): its size, not the bare path's, is what Envoy bounds."""
+    return f"(?i){path}.*"
+
+
+def envoy_program_size(pattern: str) -> int:
+    """The RE2 program size Envoy computes: the pattern compiled as Latin-1 bytes, as measured against
+    Envoy 1.40 in `shardgate.xds.regex` (not imported here: it would load every Envoy proto into the
+    watcher; a test keeps the two equal)."""
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    options.log_errors = False
+    options.max_mem = 1 << 20
+    return int(re2.compile(pattern.encode("latin-1"), options).programsize)
 
 
 def service_name_error(name: Any) -> str | None:

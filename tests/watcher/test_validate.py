@@ -9,6 +9,8 @@ import pytest
 from shardgate.model import Canary, Cors, IngressOptions
 from shardgate.watcher.annotations import parse_annotations
 from shardgate.watcher.validate import (
+    envoy_path_regex,
+    envoy_program_size,
     host_error,
     path_error,
     port_name_error,
@@ -92,6 +94,21 @@ def test_regex(pattern: str, error: str | None, groups: int) -> None:
         assert why is None and n == groups
     else:
         assert why is not None and (error in why or "too complex" in why), why
+
+
+@pytest.mark.parametrize(
+    "pattern", ["/api/(.*)", "/(v[0-9]+)/(users|items)/([a-z0-9-]+)", "/" + "[a-z]" * 93, "/" + "[a-z]" * 94]
+)
+def test_program_size_is_the_compilers(pattern: str) -> None:
+    """The watcher refuses exactly what the xDS compiler (and so Envoy) would refuse."""
+    from shardgate.xds import options, regex
+
+    assert envoy_path_regex(pattern) == options.envoy_path_regex(pattern)
+    assert envoy_program_size(envoy_path_regex(pattern)) == regex.program_size(
+        options.envoy_path_regex(pattern)
+    )
+    refused = regex_error(pattern)[0] is not None
+    assert refused == (regex.program_size(options.envoy_path_regex(pattern)) > regex.MAX_PROGRAM_SIZE)
 
 
 def test_names_and_ports() -> None:
