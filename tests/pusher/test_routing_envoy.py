@@ -566,6 +566,7 @@ async def test_whitelist_and_cors(pusher: Pusher, gw: Gateway) -> None:
             ("in.example.com", "/"): answers("web"),
             ("out.example.com", "/"): status(403),
             ("OUT.Example.com", "/"): status(403),  # found by the fallback: still checked
+            ("out.example.com.", "/"): status(403),
             ("out.example.com", "/", hdr(x_forwarded_for="10.1.2.3")): status(403),  # not forgeable
             ("cors.example.com", "/", preflight, "OPTIONS"): status(200),
             ("cors.example.com", "/", hdr(origin="https://app.test")): answers("web"),

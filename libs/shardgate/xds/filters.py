@@ -7,8 +7,9 @@ scope with `typed_per_filter_config`, keyed by the filter names below.
 Every filter here is *enabled* in the chain and told per route what to do. Envoy's "disabled by default"
 (`HttpFilter.disabled`) is decided when the filter chain is built, from the route the request has before
 any filter ran — a request whose host first misses (`Shop.Example.com`) and is found by the fallback
-scripts would then skip a filter its route enables: an allow-list bypassed by a capital letter. The
-filters below look at the route when they run instead.
+scripts would then skip a filter its route enables: an allow-list bypassed by a capital letter (seen in
+Envoy 1.40 with a default-disabled RBAC filter: `out.example.com` 403, `OUT.Example.com` and
+`out.example.com.` 200). The filters below look at the route when they run instead.
 
 Order: the host fallback settles the route first; RBAC (the `whitelist-source-range` allow-list) answers
 403 before anything else is done for a refused client; CORS answers preflights; the router forwards.
