@@ -404,7 +404,8 @@ def test_options(
 
 def _action(fragment: Fragment, index: int = 0) -> dict[str, Any]:
     (vhost,) = scope_of(fragment).route_configuration.virtual_hosts
-    return MessageToDict(vhost.routes[index].route)
+    action: dict[str, Any] = MessageToDict(vhost.routes[index].route)
+    return action
 
 
 @pytest.mark.parametrize(
