@@ -101,7 +101,8 @@ def service(name: str, port: int) -> Fragment:
 
 
 class SlowBackend:
-    """`/slow` answers after far longer than any timeout the tests set; every other path at once."""
+    """`/slow` answers after far longer than any timeout the tests set, `/ws` is a WebSocket echo; every
+    other path answers at once."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -109,7 +110,13 @@ class SlowBackend:
         self.release = asyncio.Event()
 
     async def start(self) -> None:
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if request.path == "/ws":
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                async for message in ws:
+                    await ws.send_str("echo:" + message.data)
+                return ws
             if request.path == "/slow":
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.release.wait(), timeout=30)
@@ -531,6 +538,17 @@ async def test_timeouts_and_protocols(pusher: Pusher, gw: Gateway, upstreams: Ba
                 except grpc.aio.AioRpcError:
                     assert asyncio.get_running_loop().time() < deadline, f"{authority}: gRPC never answered"
                     await asyncio.sleep(0.1)
+    # WebSocket upgrades pass, as they do on every ingress-nginx location.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            f"http://127.0.0.1:{gw.http_port}/ws",
+            headers={"Host": "slow.example.com"},
+            timeout=aiohttp.ClientWSTimeout(ws_receive=10, ws_close=10),
+        ) as ws,
+    ):
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=5)).data == "echo:hi"
     clusters = await gw.config_names("dynamic_active_clusters")
     assert {"grpc.example.com|shop/grpc:80|grpc", "conn.example.com|shop/web:80|connect=1.5s"} <= clusters
 
