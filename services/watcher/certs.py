@@ -27,10 +27,19 @@ _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 def check_certificate(cert_pem: bytes, key_pem: bytes, now: datetime) -> TlsCertificate:
     """The Secret's certificate as the compiler should see it: usable, or an error and no PEM."""
+    return check_certificate_expiry(cert_pem, key_pem, now)[0]
+
+
+def check_certificate_expiry(
+    cert_pem: bytes, key_pem: bytes, now: datetime
+) -> tuple[TlsCertificate, datetime | None]:
+    """`check_certificate`, and when a usable certificate expires (to check it again then)."""
     error, names = _check(cert_pem, key_pem, now)
     if error is not None:
-        return TlsCertificate(b"", b"", error=error)
-    return TlsCertificate(cert_pem, key_pem, names=names)
+        return TlsCertificate(b"", b"", error=error), None
+    return TlsCertificate(cert_pem, key_pem, names=names), x509.load_pem_x509_certificates(cert_pem)[
+        0
+    ].not_valid_after_utc
 
 
 def _check(cert_pem: bytes, key_pem: bytes, now: datetime) -> tuple[str | None, tuple[str, ...]]:

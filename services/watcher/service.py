@@ -26,6 +26,7 @@ depends on it; a change of the default IngressClass re-translates the class-less
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import time
@@ -49,9 +50,10 @@ from shardgate.adapters.kube import (
     Resource,
 )
 from shardgate.keys import SourceKind
-from shardgate.model import Contribution
+from shardgate.model import Contribution, TlsCertificate
 from shardgate.records import Delta
 from shardgate.watcher.admission import Admission
+from shardgate.watcher.certs import check_certificate
 from shardgate.watcher.fair import FairQueue
 from shardgate.watcher.index import Change, Index, source_kind_of
 from shardgate.watcher.leader import LeaderElector
@@ -149,6 +151,7 @@ class Watcher:
         self._hosts_loaded = False  # the persisted host records are loaded (we lead)
         self._hosts_lock = asyncio.Lock()
         self.admission = Admission(self.tenancy)
+        self._expiries: list[tuple[int, str]] = []  # heap of (certificate notAfter ns, Secret source)
         self._warned_annotations: set[str] = set()
         self.classes = IngressClasses()
         self.current: dict[str, Translation] = {}  # source -> what it contributes now (non-empty only)
@@ -195,7 +198,7 @@ class Watcher:
         selector = self.settings.secret_field_selector or None
         tasks = [
             asyncio.create_task(self.elector.run(), name="watcher-elector"),
-            asyncio.create_task(self._release_hosts(), name="watcher-host-release"),
+            asyncio.create_task(self._timers(), name="watcher-timers"),
             *(
                 asyncio.create_task(self._work(), name=f"watcher-worker-{i}")
                 for i in range(max(1, self.settings.workers))
@@ -386,15 +389,46 @@ class Watcher:
         for source in sorted(self.tenancy.sources(self.tenancy.settle(hosts, observed_ns))):
             self._enqueue(source, observed_ns)
 
-    async def _release_hosts(self) -> None:
-        """Hand hosts whose owner let the release grace pass to the longest waiting claimant."""
+    async def _timers(self) -> None:
+        """What time alone changes: a host whose owner let the release grace pass goes to the longest
+        waiting claimant; a certificate that reaches its notAfter becomes an error."""
         while True:
             now = time.time_ns()
-            due = self.tenancy.next_due()
-            await asyncio.sleep(1.0 if due is None else min(1.0, max(0.01, (due - now) / 1e9)))
+            dues = [
+                d for d in (self.tenancy.next_due(), self._expiries[0][0] if self._expiries else None) if d
+            ]
+            await asyncio.sleep(min(1.0, max(0.01, (min(dues) - now) / 1e9)) if dues else 1.0)
             now = time.time_ns()
             if self._hosts_loaded and (hosts := self.tenancy.due(now)):
                 self._settle(hosts, now)
+            while self._expiries and self._expiries[0][0] <= now:
+                expires, source = heapq.heappop(self._expiries)
+                t = self.current.get(source)
+                if t is not None and t.expires_ns == expires:
+                    self._expire_certificate(t, now)
+
+    def _watch_expiry(self, t: Translation) -> None:
+        if t.expires_ns:
+            heapq.heappush(self._expiries, (t.expires_ns, t.source))  # stale entries are skipped when due
+
+    def _expire_certificate(self, t: Translation, now: int) -> None:
+        _, namespace, name = keys.split_source(t.source)
+        unit = keys.secret_unit(namespace, name)
+        cert = t.contributions.get(unit)
+        if not isinstance(cert, TlsCertificate):
+            return
+        checked = check_certificate(cert.cert_pem, cert.key_pem, datetime.fromtimestamp(now / 1e9, UTC))
+        expired = Translation(t.source, t.rv, {unit: checked}, [f"certificate not usable: {checked.error}"])
+        self._set_current(expired)
+        self._log_reasons(expired, expired.source)
+        if self.publishing():
+            involved = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+            self.feedback.report(involved, expired.reasons)
+        self._enqueue(t.source, now)
 
     def _warn_ignored(self, t: Translation) -> None:
         for key in t.ignored:
@@ -437,6 +471,7 @@ class Watcher:
                 if t.source:
                     listed.add(t.source)
                     self._set_current(t)
+                    self._watch_expiry(t)
             for gone in [s for s in self.current if s.startswith(prefix) and s not in listed]:
                 del self.current[gone]
             self._finish_list(kind, listed, observed_ns)
@@ -455,6 +490,7 @@ class Watcher:
             else:
                 self._log_reasons(t, t.source)
                 self._set_current(t)
+                self._watch_expiry(t)
                 if kind is SourceKind.SECRET and self.publishing():
                     self.feedback.report(involved(obj, "Secret", "v1"), t.reasons)
             span = tracer.start_span(

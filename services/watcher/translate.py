@@ -49,7 +49,7 @@ from shardgate.model import (
 
 from . import validate
 from .annotations import DEFAULT_MAX_TIMEOUT_S, DEFAULT_MAX_VALUE_BYTES, capture_refs, parse_annotations
-from .certs import check_certificate
+from .certs import check_certificate_expiry
 
 Obj = dict[str, Any]
 
@@ -132,6 +132,7 @@ class Translation:
     sharing: frozenset[str] = frozenset()  # namespaces this Ingress lets share its hosts
     created: str = ""
     ignored: tuple[str, ...] = ()  # unsupported annotations, logged (not reported as Events)
+    expires_ns: int = 0  # a usable TLS certificate's notAfter (epoch ns): check it again then
 
 
 def _meta(obj: Obj) -> tuple[str, str, str] | None:
@@ -445,7 +446,8 @@ def translate_secret(obj: Obj, now: datetime) -> Translation:
             if not crt or not key_pem:
                 cert = TlsCertificate(b"", b"", error="tls.crt or tls.key is missing")
             else:
-                cert = check_certificate(crt, key_pem, now)
+                cert, expires = check_certificate_expiry(crt, key_pem, now)
+                t.expires_ns = int(expires.timestamp() * 1e9) if expires is not None else 0
     if cert.error:
         t.reasons.append(f"certificate not usable: {cert.error}")
     t.contributions[keys.secret_unit(namespace, name)] = cert

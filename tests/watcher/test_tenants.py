@@ -4,6 +4,7 @@ certificates and a flood from one namespace — against the API stand-in, nats-s
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -228,3 +229,23 @@ async def test_a_flood_from_one_namespace_does_not_hold_back_another(
 
 async def _eq(coro: Any, expected: Any) -> bool:
     return bool(await coro == expected)
+
+
+async def test_a_certificate_that_expires_while_nothing_changes_becomes_an_error(
+    env: Env, start_watcher: StartWatcher
+) -> None:
+    w = await start_watcher("w1")
+    await wait_until(w.watcher.publishing, what="leadership")
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    await env.kube.create(
+        SECRET, "team-a", tls_secret_pem("short", *make_cert(["s.example.com"], not_after=soon), ns="team-a")
+    )
+    await settle(env, w.watcher)
+    [first] = env.log.new()
+    assert (first.delta.body or {}).get("names") == ["s.example.com"] and "err" not in (
+        first.delta.body or {}
+    )
+    await wait_until(lambda: len(env.log.messages) > env.log.seen, timeout=10, what="the expiry delta")
+    [second] = env.log.new()
+    assert second.delta.unit == "t:team-a/short" and "expired" in (second.delta.body or {}).get("err", "")
+    await has_event(env, "short", "team-a", "expired", kind="Secret")

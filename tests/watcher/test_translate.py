@@ -509,7 +509,9 @@ def test_translate_secret(obj: dict[str, Any], expected: TlsCertificate | str) -
 
 
 def test_expiry_is_judged_at_the_observation_time() -> None:
-    assert translate_secret(tls(*EXPIRED), NOW - timedelta(days=3)).reasons == []
+    t = translate_secret(tls(*EXPIRED), NOW - timedelta(days=3))
+    assert t.reasons == [] and abs(t.expires_ns - (NOW - timedelta(days=1)).timestamp() * 1e9) < 2e9
+    assert translate_secret(tls(*EXPIRED), NOW).expires_ns == 0
 
 
 def test_other_secrets_contribute_nothing() -> None:
