@@ -334,6 +334,7 @@ def translate_ingress(
         parsed.errors.append(
             f"{len(paths_by_host)} hosts: more than the limit of {limits.max_hosts_per_ingress}"
         )
+        t.claims = frozenset()  # nor may it squat them: the limit bounds what one object can hold
     if parsed.errors:
         t.reasons[:0] = [*parsed.errors, "Ingress not admitted"]
         return t

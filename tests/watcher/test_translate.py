@@ -332,9 +332,10 @@ def test_limits_hosts_per_ingress_and_paths_per_host() -> None:
     three_hosts = ingress([rule(f"h{i}.example.com", path()) for i in range(3)])
     t = translate_ingress(three_hosts, POLICY, IngressClasses(), limits)
     assert t.contributions == {} and "more than the limit of 2" in t.reasons[0]
-    assert t.claims == {"h0.example.com", "h1.example.com", "h2.example.com"}, (
-        "a rejected Ingress still claims"
-    )
+    assert t.claims == set(), "an Ingress over the host limit claims nothing either"
+    bad_annotation = ingress([rule("h0.example.com", path())], annotations={N + "use-regex": "maybe"})
+    t = translate_ingress(bad_annotation, POLICY, IngressClasses(), limits)
+    assert t.contributions == {} and t.claims == {"h0.example.com"}, "a rejected Ingress still claims"
     many_paths = ingress(
         [rule("a.example.com", path("/1"), path("/2"), path("/3")), rule("b.example.com", path())]
     )
