@@ -35,3 +35,15 @@ def test_settings_env_then_flags() -> None:
     assert s.nats_url == "nats://n:1" and s.shards == 32 and s.lease_duration == 3.5
     assert s.status_address == "1.2.3.4" and s.ingress_class == "shardgate"
     assert Settings.load([], {}).kubeconfig is None
+
+
+def test_tenancy_settings_from_env() -> None:
+    env = {
+        "SHARDGATE_NAMESPACE_RATE": "5",
+        "SHARDGATE_HOST_RELEASE_GRACE": "2.5",
+        "SHARDGATE_CATCH_ALL_NAMESPACES": "platform,ingress",
+        "SHARDGATE_MAX_HOSTS_PER_INGRESS": "10",
+    }
+    s = Settings.load([], env)
+    assert s.namespace_rate == 5.0 and s.host_release_grace == 2.5 and s.max_hosts_per_ingress == 10
+    assert s.catch_all_namespaces == "platform,ingress" and s.regex_max_program_size == 100
