@@ -152,6 +152,7 @@ class Watcher:
         self._hosts_lock = asyncio.Lock()
         self.admission = Admission(self.tenancy)
         self._expiries: list[tuple[int, str]] = []  # heap of (certificate notAfter ns, Secret source)
+        self._secret_refs: dict[str, Obj] = {}  # broken TLS Secret → its reference, for Events
         self._warned_annotations: set[str] = set()
         self.classes = IngressClasses()
         self.current: dict[str, Translation] = {}  # source -> what it contributes now (non-empty only)
@@ -421,14 +422,25 @@ class Watcher:
         expired = Translation(t.source, t.rv, {unit: checked}, [f"certificate not usable: {checked.error}"])
         self._set_current(expired)
         self._log_reasons(expired, expired.source)
-        if self.publishing():
-            involved = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name, "namespace": namespace},
-            }
-            self.feedback.report(involved, expired.reasons)
+        self._report_secret(expired)
         self._enqueue(t.source, now)
+
+    def _report_secret(self, t: Translation, obj: Obj | None = None) -> None:
+        """A Warning Event on a broken TLS Secret (Feedback writes each distinct message once). The
+        reference (with its uid, which `kubectl describe` matches on) is kept for broken ones only."""
+        if source_kind_of(t.source) is not SourceKind.SECRET:
+            return
+        if not t.reasons:
+            self._secret_refs.pop(t.source, None)
+        elif obj is not None:
+            self._secret_refs[t.source] = involved(obj, "Secret", "v1")
+        if not self.publishing():
+            return
+        _, namespace, name = keys.split_source(t.source)
+        ref = self._secret_refs.get(t.source) or {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+        }  # fmt: skip
+        self.feedback.report(ref, t.reasons)
 
     def _warn_ignored(self, t: Translation) -> None:
         for key in t.ignored:
@@ -472,8 +484,10 @@ class Watcher:
                     listed.add(t.source)
                     self._set_current(t)
                     self._watch_expiry(t)
+                    self._report_secret(t, obj)
             for gone in [s for s in self.current if s.startswith(prefix) and s not in listed]:
                 del self.current[gone]
+                self._secret_refs.pop(gone, None)
             self._finish_list(kind, listed, observed_ns)
 
         def on_event(etype: str, obj: Obj, observed_ns: int) -> None:
@@ -487,12 +501,12 @@ class Watcher:
                 if kind is SourceKind.SECRET:
                     _, ns, name = keys.split_source(t.source)
                     self.feedback.forget(ns, name, "Secret")
+                    self._secret_refs.pop(t.source, None)
             else:
                 self._log_reasons(t, t.source)
                 self._set_current(t)
                 self._watch_expiry(t)
-                if kind is SourceKind.SECRET and self.publishing():
-                    self.feedback.report(involved(obj, "Secret", "v1"), t.reasons)
+                self._report_secret(t, obj)
             span = tracer.start_span(
                 "watcher.event",
                 attributes={
@@ -576,6 +590,8 @@ class Watcher:
             ):
                 self._enqueue(source, now)
         self._reconcile_status()
+        for t in [t for s, t in self.current.items() if s.startswith(f"{SourceKind.SECRET}/")]:
+            self._report_secret(t)
 
     # -- publishing --------------------------------------------------------------------------------
 
