@@ -21,7 +21,6 @@ the gateway's configuration unchecked.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -58,11 +57,9 @@ def host_error(host: Any) -> str | None:
 
 
 def _is_ip_like(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return host.rsplit(".", 1)[-1].isdigit()
-    return True
+    """After the RFC 1123 check (no ':', so no IPv6): an IPv4 address, or any name with an all-digit last
+    label, which no top-level domain has (and which `inet_aton` could read as an address)."""
+    return host.rsplit(".", 1)[-1].isdigit()
 
 
 def is_wildcard(host: str) -> bool:
