@@ -116,6 +116,7 @@ class SecretConfig:
     name: str
     cert_pem: bytes
     key_pem: bytes
+    error: str | None = None  # why the watcher found the Secret unusable; carried to the pushers
 
 
 def merge_host(host_unit: str, contributions: Mapping[str, Contribution]) -> HostConfig | None:
@@ -235,5 +236,5 @@ def merge_secret(secret_unit: str, contributions: Mapping[str, Contribution]) ->
     for c in contributions.values():
         if isinstance(c, TlsCertificate):
             namespace, _, name = unit_name(secret_unit).partition("/")
-            return SecretConfig(namespace, name, c.cert_pem, c.key_pem)
+            return SecretConfig(namespace, name, c.cert_pem, c.key_pem, c.error)
     return None

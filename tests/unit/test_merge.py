@@ -263,3 +263,13 @@ def test_catch_all_default_backend(
     assert config is not None and config.host == CATCH_ALL_HOST
     assert [(r.path, r.path_type, r.cluster, r.source) for r in config.routes] == routes
     assert list(config.conflicts) == conflicts
+
+
+def test_a_broken_secret_carries_its_reason_to_the_fragment() -> None:
+    from shardgate.xds import compile_unit
+
+    broken = TlsCertificate(b"", b"", error="certificate expired at 2026-01-01T00:00:00Z")
+    config = merge_secret("t:ns/tls", {"secret/ns/tls": broken})
+    assert config is not None and config.error == broken.error
+    fragment = compile_unit("t:ns/tls", {"secret/ns/tls": broken})
+    assert fragment.meta["error"] == broken.error

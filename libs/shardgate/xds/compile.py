@@ -67,7 +67,10 @@ def compile_service(config: ServiceConfig) -> tuple[tuple[Resource, ...], Wire]:
 
 def compile_secret(config: SecretConfig) -> tuple[tuple[Resource, ...], Wire]:
     secret = tls_secret(config)
-    return (resource(types.SECRET, secret.name, secret),), {"secret": secret.name}
+    meta: Wire = {"secret": secret.name}
+    if config.error:
+        meta["error"] = config.error  # the pushers log it with the Secret's key and refuse its SNIs
+    return (resource(types.SECRET, secret.name, secret),), meta
 
 
 def compile_unit(unit: str, contributions: Mapping[str, Contribution]) -> Fragment:
