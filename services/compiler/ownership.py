@@ -36,7 +36,14 @@ def desired_shards(me: str, members: Sequence[str], shards: int) -> set[int]:
 
 
 class Ownership:
-    """The one loop that owns this compiler's concurrency: one task per owned shard."""
+    """The one loop that owns this compiler's concurrency: one task per owned shard.
+
+    The loop itself never waits on a shard: every tick heartbeats and renews every lease it holds,
+    whatever else is going on, so a slow handover can never let a lease lapse while its worker still runs
+    (which is how two workers came to run one shard). A shard being handed over is *draining*: its worker
+    finishes its batch while the lease is still renewed, and only when the worker has ended is the lease
+    released for the new owner.
+    """
 
     def __init__(self, settings: Settings, bus: DeltaBus, store: ShardStore, compile_unit: CompileFn):
         self.settings = settings
@@ -45,6 +52,8 @@ class Ownership:
         self.compile_unit = compile_unit
         self.token = f"{settings.worker_id}:{uuid.uuid4().hex[:8]}"
         self.workers: dict[int, tuple[ShardWorker, asyncio.Task[None]]] = {}
+        self.draining: dict[int, tuple[ShardWorker, asyncio.Task[None]]] = {}
+        self.leases_lost = 0  # renewals that failed: each one is a shard this process lost unexpectedly
         self._stop = asyncio.Event()
 
     @property
@@ -69,46 +78,55 @@ class Ownership:
         ttl = self.settings.lease_ttl_ms
         members = await self.store.heartbeat(self.settings.worker_id, ttl)
         want = desired_shards(self.settings.worker_id, members, self.settings.shards)
-        # Reap workers that ended on their own (lease lost, an error): the shard is retried below.
-        for shard, (_worker, task) in list(self.workers.items()):
-            if task.done():
-                del self.workers[shard]
-                exc = task.exception() if not task.cancelled() else None
-                if exc is not None:
-                    log.warning("shard %d worker ended: %r", shard, exc)
-                await self.store.release(shard, self.token)
-        held = list(self.workers)
+        await self._reap()
+        held = [*self.workers, *self.draining]
         renewed = await asyncio.gather(*(self.store.renew(s, self.token, ttl) for s in held))
         for shard, ok in zip(held, renewed, strict=True):
             if not ok:
+                # Someone else may own it now: stop at once (a late commit is fenced anyway).
+                self.leases_lost += 1
                 log.warning("shard %d: lease lost", shard)
-                await self._stop_worker(shard, release=False)
+                table = self.workers if shard in self.workers else self.draining
+                _, task = table.pop(shard)
+                task.cancel()
         for shard in sorted(set(self.workers) - want):
-            await self._stop_worker(shard, release=True)
-        for shard in sorted(want - set(self.workers)):
+            worker, task = self.workers.pop(shard)
+            worker.stopping = True  # finishes its batch; released by _reap once it has ended
+            self.draining[shard] = (worker, task)
+        for shard in sorted(want - set(self.workers) - set(self.draining)):
             if await self.store.acquire(shard, self.token, ttl):
                 self._start_worker(shard)
+
+    async def _reap(self) -> None:
+        """Release the leases of workers that have ended: handed over, or failed (then retried)."""
+        for table in (self.workers, self.draining):
+            for shard, (_, task) in list(table.items()):
+                if not task.done():
+                    continue
+                del table[shard]
+                exc = task.exception() if not task.cancelled() else None
+                if exc is not None and table is self.workers:
+                    log.warning("shard %d worker ended: %r", shard, exc)
+                await self.store.release(shard, self.token)
 
     def _start_worker(self, shard: int) -> None:
         worker = ShardWorker(shard, self.token, self.settings, self.bus, self.store, self.compile_unit)
         task = asyncio.create_task(worker.run(), name=f"shard-{shard}")
         self.workers[shard] = (worker, task)
 
-    async def _stop_worker(self, shard: int, release: bool) -> None:
-        worker, task = self.workers.pop(shard)
-        worker.stopping = True
-        try:
-            # Let the current batch commit; a fetch wakes up within fetch_timeout_s.
-            await asyncio.wait_for(asyncio.shield(task), self.settings.fetch_timeout_s + 5)
-        except TimeoutError:
-            task.cancel()
-        except Exception as exc:
-            log.warning("shard %d worker ended with %r", shard, exc)
-        if release:
-            await self.store.release(shard, self.token)
-
     async def shutdown(self) -> None:
-        for shard in list(self.workers):
-            await self._stop_worker(shard, release=True)
+        running = {**self.workers, **self.draining}
+        for worker, _ in running.values():
+            worker.stopping = True
+        tasks = [task for _, task in running.values()]
+        if tasks:
+            # Let current batches commit; a fetch wakes up within fetch_timeout_s.
+            _, late = await asyncio.wait(tasks, timeout=self.settings.fetch_timeout_s + 5)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(self.store.release(s, self.token) for s in running), return_exceptions=True)
+        self.workers.clear()
+        self.draining.clear()
         with contextlib.suppress(Exception):
             await self.store.leave(self.settings.worker_id)

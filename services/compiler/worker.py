@@ -51,7 +51,7 @@ class ShardWorker:
     async def run(self) -> None:
         state = await self.store.load_shard(self.shard)
         revision, seq, hashes = state.revision, state.seq, state.hashes
-        consumer = await self.bus.shard_consumer(self.shard, after_seq=seq)
+        consumer = await self.bus.shard_consumer(self.shard, after_seq=seq, owner=self.token)
         log.info("shard %d: resumed at revision %d, stream seq %d", self.shard, revision, seq)
         try:
             while not self.stopping:

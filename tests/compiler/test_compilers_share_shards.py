@@ -146,6 +146,8 @@ async def test_two_compilers_split_shards_and_take_over(
         )
     )
     assert one.own.owned.isdisjoint(two.own.owned)
+    # The handover was clean: no lease lapsed while its worker still ran.
+    assert one.own.leases_lost == 0 and two.own.leases_lost == 0
 
     # Both keep compiling their halves.
     for i, h in enumerate(hosts):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 DELTA_SUBJECT = "sg.delta.{shard}"
 NOTICE_SUBJECT = "sg.changed.{shard}"
+CONSUMER_INACTIVE_S = 60.0
+"""A consumer nobody has pulled from for this long (its owner crashed) is removed by the server."""
 _TRANSIENT = (
     NatsTimeoutError,
     NoRespondersError,
@@ -113,9 +116,14 @@ class DeltaBus:
                 ack = await self.js.publish(subject, payload, headers=headers, timeout=5)
         return int(ack.seq)
 
-    async def shard_consumer(self, shard: int, after_seq: int) -> ShardConsumer:
-        """(Re)create shard's durable consumer to deliver everything after `after_seq`, in order."""
-        durable = f"sgc-{shard}"
+    async def shard_consumer(self, shard: int, after_seq: int, owner: str) -> ShardConsumer:
+        """A consumer of the shard's deltas after `after_seq`, in order, private to one owner's tenure.
+
+        Each tenure gets a consumer of its own (`sgc-<shard>-<owner>`): a previous owner that has not
+        noticed yet that it lost the shard can never pull (and so hide) a message from its successor,
+        whose acks would then cover it. Consumers left by crashed owners expire once inactive.
+        """
+        durable = f"sgc-{shard}-{_consumer_suffix(owner)}"
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.stream, durable)
         config = ConsumerConfig(
@@ -126,10 +134,11 @@ class DeltaBus:
             opt_start_seq=after_seq + 1 if after_seq else None,
             ack_wait=60,
             max_ack_pending=-1,
+            inactive_threshold=CONSUMER_INACTIVE_S,
         )
         await self.js.add_consumer(self.stream, config)
         sub = await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
-        return ShardConsumer(shard, sub)
+        return ShardConsumer(shard, sub, self.js, self.stream, durable)
 
     async def publish_notice(self, notice: Notice) -> None:
         try:
@@ -149,12 +158,22 @@ class DeltaBus:
         await self.nc.subscribe("sg.changed.*", cb=on_msg)
 
 
+def _consumer_suffix(owner: str) -> str:
+    """A consumer-name-safe tag of an owner token (names allow no dots, spaces, `*` or `>`)."""
+    return hashlib.blake2b(owner.encode(), digest_size=6).hexdigest()
+
+
 class ShardConsumer:
     """In-order batches of one shard's deltas."""
 
-    def __init__(self, shard: int, sub: JetStreamContext.PullSubscription) -> None:
+    def __init__(
+        self, shard: int, sub: JetStreamContext.PullSubscription, js: JetStreamContext, stream: str, name: str
+    ) -> None:
         self.shard = shard
         self.sub = sub
+        self.js = js
+        self.stream = stream
+        self.name = name
         self._last: Msg | None = None
 
     async def fetch(self, batch: int = 256, timeout: float = 1.0) -> list[DeltaMessage]:
@@ -189,5 +208,6 @@ class ShardConsumer:
     async def close(self) -> None:
         try:
             await self.sub.unsubscribe()
+            await self.js.delete_consumer(self.stream, self.name)
         except Exception as exc:  # closing during a reconnect must not mask the real shutdown cause
-            log.debug("shard %d: unsubscribe: %s", self.shard, exc)
+            log.debug("shard %d: closing consumer %s: %s", self.shard, self.name, exc)
