@@ -69,7 +69,8 @@ from shardgate.xds.routes import route_match
 
 LAYOUTS = ("scoped", "whole-table")
 TABLE_NAME = "all-hosts"
-TABLE_UNIT = "bench:whole-table"  # the cache only needs a non-empty owner for the one big resource
+# The owner of the one big resource: a service-kind key, which the pusher cache indexes no further.
+TABLE_UNIT = "s:bench/whole-table"
 PAUSE = 0.02  # between samples, so one change's push never overlaps the next
 
 
