@@ -10,9 +10,10 @@ concurrent aiohttp requests (`--concurrency`), while the watcher runs, so the wa
 compilers, Redis, the pusher and Envoy build the state exactly as they would for a real cluster — the
 watcher's published index, the shards' contributions, fragments, revisions and change logs, the pusher's
 cache and Envoy's scopes are all the pipeline's own work; nothing is written behind its back. One
-Ingress per host (`ing-<i>` → `common.host_name(i)`): four in five under the platform domain
-`apps.bench.test`, one in five a custom domain, four paths each over two of four Services, all answered by
-one echo backend (a separate process). The load is done when Redis holds a fragment for every unit and a
+Ingress per host (`ing-<i>` → `common.host_name(i)`), spread over 100 tenant namespaces (see
+`NAMESPACES`): four in five under the platform domain `apps.bench.test`, one in five a custom domain,
+four paths each over two of the namespace's four Services, all answered by one echo backend (a separate
+process). The load is done when Redis holds a fragment for every unit and a
 sample of hosts (the last 20 created and 30 random) answers through Envoy; then the benchmark waits until
 the API's resourceVersion (the watcher's status write-backs) and the shards' revisions stop moving.
 
@@ -60,6 +61,7 @@ import redis.asyncio as aioredis
 
 import shardgate
 from bench import common, stages
+from shardgate.compiler.ownership import desired_owner
 from shardgate.keys import shard_of
 from shardgate.local.procs import PythonService
 from shardgate.local.servers import envoy_binary, free_port, wait_for_port
@@ -82,6 +84,17 @@ def log(message: str) -> None:
 # -- objects -----------------------------------------------------------------------------------------
 
 
+NAMESPACES = 100
+"""Tenant namespaces the Ingresses are spread over (`ing-<i>` in `bench-<i mod NAMESPACES>`). The watcher
+throttles the changes each namespace causes (SHARDGATE_NAMESPACE_RATE, 50/s after a burst of 500: fair
+publishing between tenants), so N Ingresses in one namespace would measure that throttle, not the
+pipeline; a real cluster's tens of thousands of domains belong to many tenants."""
+
+
+def namespace_of(i: int, namespaces: int = NAMESPACES) -> str:
+    return f"{common.NAMESPACE}-{i % namespaces}"
+
+
 def ingress(name: str, host: str, i: int) -> dict[str, Any]:
     paths = [
         {"path": p, "pathType": str(t), "backend": {"service": {"name": s, "port": {"number": 80}}}}
@@ -90,23 +103,24 @@ def ingress(name: str, host: str, i: int) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": {"name": name, "namespace": common.NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace_of(i)},
         "spec": {"ingressClassName": "shardgate", "rules": [{"host": host, "http": {"paths": paths}}]},
     }
 
 
-def backends(echo_port: int) -> list[tuple[str, dict[str, Any]]]:
+def backends(echo_port: int, namespace: str) -> list[tuple[str, dict[str, Any]]]:
+    """The four Services of one tenant namespace, each with an EndpointSlice on the echo backend."""
     out: list[tuple[str, dict[str, Any]]] = []
     for i in range(common.SERVICES):
         name = f"bench-svc-{i}"
         out.append((SERVICES, {
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": common.NAMESPACE},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"ports": [{"name": "http", "port": 80, "targetPort": echo_port}]},
         }))  # fmt: skip
         out.append((SLICES, {
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-1", "namespace": common.NAMESPACE,
+            "metadata": {"name": f"{name}-1", "namespace": namespace,
                          "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": echo_port, "protocol": "TCP"}],
@@ -138,7 +152,7 @@ class Bench:
     async def post(self, path: str, body: dict[str, Any]) -> tuple[float, int]:
         """POST until the API accepts it (retrying only overload and connection errors); the
         perf_counter() and time_ns() at which the 201 came back."""
-        url = self.api + path.format(ns=common.NAMESPACE)
+        url = self.api + path.format(ns=body["metadata"]["namespace"])
         data = json.dumps(body, separators=(",", ":")).encode()
         delay = 0.05
         while True:
@@ -186,21 +200,30 @@ class Bench:
         async with self.session.get(self.api + "/apis/networking.k8s.io/v1/ingresses?limit=1") as resp:
             return str((await resp.json())["metadata"]["resourceVersion"])
 
-    async def wait_leases(self, stable: float = 3.0, timeout: float = 120.0) -> float:
-        """Until every shard has a lease and no holder changed for `stable` s (the compilers settled)."""
+    async def wait_leases(self, stable: float = 3.0, timeout: float = 180.0) -> float:
+        """Until every shard's lease is held by its desired owner among the live compilers (rendezvous
+        hashing, as `Ownership` computes it) and nothing changed for `stable` s. Compilers that start a
+        moment apart first split the shards unevenly and hand some over at their next ownership tick
+        (every lease TTL / 3): a shard being handed over is not fetched, which a measurement must not see."""
         started = time.perf_counter()
         last, since = None, time.perf_counter()
         while time.perf_counter() - started < timeout:
             async with self.redis.pipeline(transaction=False) as p:
+                p.zrange("sg:members", 0, -1)
                 for s in range(self.shards):
                     p.get(f"sg:{{{s}}}:lease")
-                holders = tuple(await p.execute())
-            if None in holders or holders != last:
+                members, *raw = await p.execute()
+            live = sorted(_text(m) for m in members)
+            holders = tuple(_text(v).split(":")[0] for v in raw)
+            settled = len(live) == self.stack.options.compilers and all(
+                h == desired_owner(s, live) for s, h in enumerate(holders)
+            )
+            if not settled or holders != last:
                 last, since = holders, time.perf_counter()
             elif time.perf_counter() - since >= stable:
                 return round(time.perf_counter() - started, 2)
             await asyncio.sleep(0.2)
-        raise TimeoutError(f"shard leases did not settle within {timeout:.0f}s")
+        raise TimeoutError(f"shard ownership did not settle within {timeout:.0f}s: {last}")
 
     async def wait_units(self, units: int, progress: list[tuple[float, int]], stall: float = 90.0) -> float:
         """Until Redis holds `units` fragments; fails when the count has not moved for `stall` s. Appends
@@ -295,7 +318,7 @@ async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     b.hosts.extend(hosts)
     progress: list[tuple[float, int]] = []
     b.progress = progress
-    in_redis = await b.wait_units(n + common.SERVICES, progress)
+    in_redis = await b.wait_units(n + common.SERVICES * NAMESPACES, progress)
     served = await b.wait_hosts(b.sample(), timeout=600.0)
     log(
         f"loaded {n}: posted in {posted - t0:.1f}s, in Redis at {in_redis - t0:.1f}s, "
@@ -498,7 +521,7 @@ async def drive(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         b = Bench(stack, session, redis)
         out["leases_settled_s"] = await b.wait_leases()
-        await b.create_many(backends(echo_port), 4)
+        await b.create_many([x for i in range(NAMESPACES) for x in backends(echo_port, namespace_of(i))], 16)
         out["load"] = await bulk_load(b, args.n, args.concurrency)
         out["loadavg_loaded"] = common.machine_info()["loadavg"]
         out["memory_loaded"] = b.memory()
@@ -594,6 +617,7 @@ def main(argv: list[str] | None = None) -> Path:
             "burst": args.burst,
             "concurrency": args.concurrency,
             "shards": 64,
+            "namespaces": NAMESPACES,
             "compilers": 2,
             "profile": args.profile,
             "lease_ttl_ms": int(os.environ.get("SHARDGATE_LEASE_TTL_MS", "3000")),

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
-IDLE = ("select (selectors.py)", "poll (selectors.py)", "_run_once (asyncio/base_events.py)")
+IDLE_TOPS = (
+    "EpollSelector.select ", "select (", "poll (", "Condition.wait ", "Event.wait ",
+    "_worker (concurrent/futures/thread.py)", "Thread.run (threading.py)",
+    "_UnaryUnaryMultiCallable._blocking ",
+)  # fmt: skip
+"""A sample whose top frame is one of these is a thread waiting (py-spy cannot always tell): the event
+loop in epoll, an idle executor thread, the span exporter's thread blocked in its gRPC call."""
+PLUMBING = ("asyncio/", "runpy", "<frozen", "threading.py", "selectors.py", "__main__.py", "main.py)")
+"""Frames on every stack (the loop, the module runner): left out of the inclusive view."""
 
 
 def _short(frame: str) -> str:
@@ -44,7 +52,7 @@ def summarize(path: Path, top: int = 12) -> dict[str, Any]:
         if not frames:
             continue
         total += n
-        if frames[-1].startswith(("select (", "poll (")):
+        if frames[-1].startswith(IDLE_TOPS):
             idle += n
             continue
         own[frames[-1]] += n
@@ -59,7 +67,7 @@ def summarize(path: Path, top: int = 12) -> dict[str, Any]:
         "samples": total,
         "idle_pct": round(100 * idle / max(total, 1), 1),
         "self": rows(own),
-        "inclusive": rows(Counter({f: c for f, c in inclusive.items() if not f.startswith(IDLE)})),
+        "inclusive": rows(Counter({f: c for f, c in inclusive.items() if not any(p in f for p in PLUMBING)})),
     }
 
 

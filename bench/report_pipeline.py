@@ -75,6 +75,21 @@ def stage_table(by_n: dict[int, tuple[str, dict[str, Any]]], phase: str) -> str:
     return "\n".join(lines)
 
 
+def load_table(by_n: dict[int, tuple[str, dict[str, Any]]]) -> str:
+    head = ["N", "all POSTs accepted", "all fragments in Redis", "sample served through Envoy",
+            "domains/s through the pipeline", "load avg (1 min) after", "run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in sorted(by_n.items()):
+        ld = r.get("load")
+        if not ld:
+            continue
+        lines.append(
+            f"| {n:,} | {ld['post_s']:.1f} s ({ld['post_rate']:,}/s) | {ld['redis_s']:.1f} s | "
+            f"{ld['served_s']:.1f} s | {n / ld['served_s']:,.0f} | {_la(r.get('loadavg_loaded'))} | [{tag}] |"
+        )
+    return "\n".join(lines)
+
+
 def burst_table(by_n: dict[int, tuple[str, dict[str, Any]]]) -> str:
     head = ["N before", "new Ingresses", "all POSTs accepted", "all served through Envoy",
             "sustained domains/s", "load avg after", "py-spy attached", "run"]  # fmt: skip
@@ -242,6 +257,7 @@ def pipeline_section(all_runs: list[Run]) -> str:
     return "\n\n".join(
         [
             "### Targets\n\n" + targets_table(by_n, ttl),
+            "### Bulk load through the front door\n\nSeconds from the first POST.\n\n" + load_table(by_n),
             "### A new Ingress, one at a time\n\nMilliseconds from the API stand-in's 201 for the POST to "
             "the first 200 from the echo through Envoy.\n\n" + activation_table(by_n),
             "Where the time goes (p50 / p99 ms per stage; the stages add up to the activation; a negative "
