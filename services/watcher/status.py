@@ -148,11 +148,20 @@ class Feedback:
             while self._events and self.allowed() and not failed:
                 ekey, (obj, message) = self._events.popitem()
                 now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                # Reported from now on, not once written: the same reasons reported meanwhile (our status
+                # write on the Ingress comes back and is judged again) must not queue a second Event, and
+                # reasons withdrawn meanwhile must stay forgotten.
+                before = self._reported.get(ekey)
+                self._reported[ekey] = message
                 try:
                     await self.api.create_event(obj, "Rejected", message, self.component, now)
-                    self._reported[ekey] = message
                 except KubeError as exc:
                     log.warning("event for %s %s/%s not written: %s", *ekey, exc)
+                    if self._reported.get(ekey) == message:  # not written: as if never tried
+                        if before is None:
+                            del self._reported[ekey]
+                        else:
+                            self._reported[ekey] = before
             if failed:
                 await asyncio.sleep(self.retry_delay)
                 self._wake.set()

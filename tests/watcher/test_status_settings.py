@@ -1,9 +1,14 @@
-"""Pure parts of status writing, and settings from env and flags."""
+"""Status writing (its pure parts; Feedback writes one Event per set of reasons) and settings."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from shardgate.watcher.settings import Settings
-from shardgate.watcher.status import load_balancer_entry, wanted_status
+from shardgate.watcher.status import Feedback, load_balancer_entry, wanted_status
+
+Obj = dict[str, Any]
 
 
 def test_load_balancer_entry() -> None:
@@ -47,3 +52,73 @@ def test_tenancy_settings_from_env() -> None:
     s = Settings.load([], env)
     assert s.namespace_rate == 5.0 and s.host_release_grace == 2.5 and s.max_hosts_per_ingress == 10
     assert s.catch_all_namespaces == "platform,ingress" and s.regex_max_program_size == 100
+
+
+class _SlowEvents:
+    """A FeedbackApi whose Event writes wait until the test lets them finish."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.writing = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def patch_ingress_status(self, namespace: str, name: str, load_balancer: Obj) -> Obj:
+        return {}
+
+    async def create_event(self, involved: Obj, reason: str, message: str, component: str, now: str) -> Obj:
+        self.writing.set()
+        await self.finish.wait()
+        self.events.append((involved["metadata"]["name"], message))
+        return {}
+
+
+def _ingress_ref(name: str) -> Obj:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "ns"},
+    }
+
+
+async def test_the_same_reasons_reported_while_their_event_is_being_written_make_one_event() -> None:
+    # The loser of a conflict is told when it is published; our status write on it comes back as a watch
+    # event, is re-evaluated and reports the same reasons again — while the first Event is still in flight.
+    api = _SlowEvents()
+    feedback = Feedback(api, "shardgate", allowed=lambda: True)
+    feedback.start()
+    try:
+        lost = ["h: Exact path /same is already routed by the older Ingress ns/first; this rule is not used"]
+        feedback.report(_ingress_ref("second"), lost)
+        await asyncio.wait_for(api.writing.wait(), 5)
+        feedback.report(_ingress_ref("second"), lost)
+        api.finish.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert api.events == [("second", lost[0])]
+        feedback.report(_ingress_ref("second"), lost)  # and once written, still the same reasons: nothing
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert api.events == [("second", lost[0])]
+    finally:
+        await feedback.stop()
+
+
+async def test_reasons_withdrawn_while_their_event_is_being_written_are_reported_when_they_come_back() -> (
+    None
+):
+    api = _SlowEvents()
+    feedback = Feedback(api, "shardgate", allowed=lambda: True)
+    feedback.start()
+    try:
+        feedback.report(_ingress_ref("second"), ["bad"])
+        await asyncio.wait_for(api.writing.wait(), 5)
+        feedback.report(_ingress_ref("second"), [])  # fixed meanwhile: forget what was reported
+        api.finish.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        feedback.report(_ingress_ref("second"), ["bad"])  # broken again: a new Event
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert api.events == [("second", "bad"), ("second", "bad")]
+    finally:
+        await feedback.stop()

@@ -249,3 +249,19 @@ async def test_a_certificate_that_expires_while_nothing_changes_becomes_an_error
     [second] = env.log.new()
     assert second.delta.unit == "t:team-a/short" and "expired" in (second.delta.body or {}).get("err", "")
     await has_event(env, "short", "team-a", "expired", kind="Secret")
+
+
+async def test_the_loser_of_a_conflict_gets_one_event_though_our_status_write_brings_it_back(
+    env: Env, start_watcher: StartWatcher
+) -> None:
+    w = await start_watcher("w1")
+    await wait_until(w.watcher.publishing, what="leadership")
+    await env.kube.create(INGRESS, "team-a", ingress("first", [SHOP], ns="team-a", svc="one"))
+    await settle(env, w.watcher)
+    await env.kube.create(INGRESS, "team-a", ingress("second", [SHOP], ns="team-a", svc="two"))
+    await has_event(env, "second", "team-a", "already routed by the older Ingress team-a/first")
+    # Our status write on it comes back as a watch event and is judged again: the same reasons, no Event.
+    await wait_for(lambda: _eq(lb(env, "second", "team-a"), [{"ip": STATUS_ADDRESS}]), what="status written")
+    await settle(env, w.watcher)
+    await asyncio.sleep(0.3)  # what Feedback may still be writing
+    assert len(await events_for(env, "second", "team-a")) == 1
