@@ -7,8 +7,8 @@ Translation (`translate.py`) judges an Ingress on its own; admission judges it a
   (oldest wins); the watcher runs the same merge over what it published for the host
   (`conflicts.py`) so that the loser — which may be an Ingress that did not change — is told now.
 
-Pure bookkeeping over what was published; `service.py` calls it from the publish workers and turns
-`reasons` into Events and log lines.
+Pure bookkeeping over what was published; the publish workers (`publishing.py`) call it, and the
+caches (`caches.py`) turn `reasons` into Events and log lines.
 """
 
 from __future__ import annotations

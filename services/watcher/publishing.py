@@ -1,0 +1,212 @@
+"""The publish workers: from what a source contributes now to acked deltas and a committed index.
+
+Sources to publish wait in one `FairQueue` (`fair.py`): a FIFO per namespace, the namespaces served
+round-robin, with a token bucket per namespace, so a flood from one namespace delays another's change
+by at most one round. Jobs are coalesced per source (a burst of events on one Ingress publishes its
+latest state once), and a source is never processed by two workers at once (per-source order), while
+different sources run in parallel.
+
+For a source a worker persists changed host ownership records first, asks admission (`admission.py`)
+which contributions may go out, diffs them against the published index, publishes the deltas, and
+commits the index (memory, then Redis) once JetStream acked them all; then it tells the caller what an
+Ingress now has published, so its owner can be told about the rest. All of it only while `allowed()`
+holds (we lead and have loaded the previous holder's index); a change of leadership (a new `epoch`)
+drops the job, since the next leader redoes it from its own diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry import trace
+
+from shardgate import keys, telemetry
+from shardgate.keys import SourceKind
+from shardgate.model import Contribution
+from shardgate.records import Delta
+
+from .admission import Admission
+from .backoff import Backoff
+from .fair import FairQueue
+from .index import Change, Index, source_kind_of
+from .store import IndexStore
+from .tenancy import Tenancy
+from .translate import Translation
+
+log = logging.getLogger(__name__)
+tracer = telemetry.tracer("shardgate.watcher")
+
+
+class Publisher(Protocol):
+    async def publish(self, delta: Delta, traceparent: str = "") -> int: ...
+
+
+class NotLeader(Exception):
+    """Leadership ended while a change was being published: drop the job, the next leader redoes it."""
+
+
+@dataclass(slots=True)
+class Job:
+    source: str
+    observed_ns: int
+    spans: list[trace.Span] = field(default_factory=list)
+    charged: bool = False  # caused by a watch event (the namespace's rate), not by a re-sync
+
+
+class Publishers:
+    """The fair queue of sources to publish and what the workers share: the published index, the host
+    records to persist, and the count of acked deltas."""
+
+    def __init__(
+        self,
+        bus: Publisher,
+        store: IndexStore,
+        tenancy: Tenancy,
+        admission: Admission,
+        current: dict[str, Translation],
+        synced: set[SourceKind],
+        *,
+        shards: int,
+        namespace_rate: float,
+        namespace_burst: float,
+        allowed: Callable[[], bool],
+        published_ingress: Callable[[str, dict[str, Contribution]], None],
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.tenancy = tenancy
+        self.admission = admission
+        self.current = current  # source -> what it contributes now (the caches')
+        self.synced = synced  # kinds listed at least once (the caches')
+        self.shards = shards
+        self.allowed = allowed  # we lead and have loaded the previous holder's index
+        self.published_ingress = published_ingress  # an Ingress has these contributions published now
+        self.index = Index()  # replaced by the persisted one when we take the lead
+        self.epoch = 0  # bumped by the owner on every change of leadership
+        self.published = 0  # deltas acked by JetStream, for tests and metrics
+        self._hosts_lock = asyncio.Lock()
+        self._fair = FairQueue(namespace_rate, namespace_burst)
+        self._pending: dict[str, Job] = {}
+        self._running: set[str] = set()
+        self._inflight = 0
+
+    def idle(self) -> bool:
+        """No source waits to be published and none is being published."""
+        return not self._pending and self._inflight == 0
+
+    def enqueue(
+        self, source: str, observed_ns: int, span: trace.Span | None = None, charged: bool = False
+    ) -> None:
+        job = self._pending.get(source)
+        if job is None:
+            job = self._pending[source] = Job(source, observed_ns)
+            if source not in self._running:  # else the worker running it queues it again when done
+                self._fair.put(keys.split_source(source)[1], source)
+        job.charged = job.charged or charged
+        if span is not None:
+            job.spans.append(span)
+
+    async def work(self) -> None:
+        me = asyncio.current_task()
+        while True:
+            if me is not None and me.cancelling():
+                # On 3.11 a library's asyncio.wait_for (nats-py's publish) can swallow a cancel that
+                # lands as its future completes; without this check a stopping watcher never stops.
+                raise asyncio.CancelledError
+            namespace, source = await self._fair.get()
+            job = self._pending.pop(source, None)
+            if job is None:
+                continue
+            self._inflight += 1
+            self._running.add(source)
+            try:
+                if await self._process(job) and job.charged:
+                    self._fair.charge(namespace)
+            finally:
+                self._running.discard(source)
+                self._inflight -= 1
+                for span in job.spans:
+                    span.end()
+                if source in self._pending:
+                    self._fair.put(namespace, source)
+
+    async def _process(self, job: Job) -> bool:
+        """Publish what the source contributes now; True when deltas went out."""
+        backoff = Backoff()
+        while self.allowed() and source_kind_of(job.source) in self.synced:
+            epoch = self.epoch
+            try:
+                await self._persist_hosts()
+                t = self.current.get(job.source)
+                contributions = self.admission.admitted(job.source, t.contributions if t else {})
+                change = self.index.diff(
+                    job.source, t.rv if t else "", contributions if t else None, job.observed_ns
+                )
+                if change.deltas or change.entry != self.index.get(job.source):
+                    await self._publish(change, job.spans[0] if job.spans else None)
+                    if epoch != self.epoch:
+                        return False
+                    await self.store.save(job.source, change.entry)
+                    if epoch != self.epoch:
+                        return False
+                    self.index.commit(change)
+                if source_kind_of(job.source) is SourceKind.INGRESS:
+                    self.published_ingress(job.source, contributions)
+                return bool(change.deltas)
+            except NotLeader:
+                return False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS or Redis trouble: retry the (re-diffed) change while leading
+                delay = backoff.next()
+                log.warning("%s: publishing failed (%s); retrying in %.1fs", job.source, exc, delay)
+                await asyncio.sleep(delay)
+        return False
+
+    async def _persist_hosts(self) -> None:
+        """Write changed ownership records before anything that depends on them is published."""
+        async with self._hosts_lock:
+            dirty = self.tenancy.take_dirty()
+            try:
+                await self.store.save_hosts(dirty)
+            except BaseException:
+                self.tenancy.dirty.update(dirty)
+                raise
+
+    async def _publish(self, change: Change, parent: trace.Span | None) -> None:
+        if not change.deltas:
+            return
+        own_span = None
+        if parent is None:
+            own_span = parent = tracer.start_span(
+                "watcher.resync", attributes={"k8s.object.key": change.source}
+            )
+        ctx = trace.set_span_in_context(parent)
+        try:
+            await asyncio.gather(*(self._publish_one(d, ctx) for d in change.deltas))
+        finally:
+            if own_span is not None:
+                own_span.end()
+
+    async def _publish_one(self, delta: Delta, ctx: Any) -> None:
+        if not self.allowed():
+            raise NotLeader(delta.unit)
+        shard = keys.shard_of(delta.unit, self.shards)
+        with tracer.start_as_current_span(
+            "watcher.publish",
+            context=ctx,
+            attributes={
+                "sg.unit": delta.unit,
+                "sg.shard": shard,
+                "sg.tombstone": delta.body is None,
+            },
+        ) as span:
+            if keys.unit_kind(delta.unit) is keys.UnitKind.HOST:
+                span.set_attribute("sg.host", keys.unit_name(delta.unit))
+            seq = await self.bus.publish(delta, telemetry.traceparent())
+            span.set_attribute("messaging.nats.stream_sequence", seq)
+        self.published += 1
