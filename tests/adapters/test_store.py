@@ -77,3 +77,25 @@ async def test_membership_expires(store: ShardStore) -> None:
     assert await store.heartbeat("a", 60_000) == ["a", "b"]
     await store.leave("b")
     assert await store.heartbeat("a", 60_000) == ["a"]
+
+
+async def test_the_owners_own_renewals_never_abort_its_commits(store: ShardStore) -> None:
+    """A renewal racing a commit is the owner's own write: the commit must still land (WATCH aborted it)."""
+    assert await store.acquire(2, "me", 5000)
+    for rev in range(1, 101):
+        await asyncio.gather(
+            store.renew(2, "me", 5000),
+            store.commit(2, "me", commit(rev, rev, **{f"u{rev}": b"x"})),
+            store.renew(2, "me", 5000),
+        )
+    state = await store.load_shard(2)
+    assert (state.revision, state.seq, len(state.hashes)) == (100, 100, 100)
+
+
+async def test_a_commit_with_a_revision_already_logged_writes_nothing(store: ShardStore) -> None:
+    assert await store.acquire(4, "me", 5000)
+    await store.commit(4, "me", commit(1, 1, a=b"A"))
+    with pytest.raises(Exception, match="XADD"):
+        await store.commit(4, "me", commit(2, 1, b=b"B"))
+    assert await store.snapshot(4) == (1, {"a": b"A"})
+    assert (await store.load_shard(4)).seq == 1

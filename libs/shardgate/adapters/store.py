@@ -12,8 +12,8 @@ commit stays one legal transaction there:
     sg:{s}:lease       str   the owning compiler's token, with a TTL
     sg:members         zset  live compiler ids, scored by heartbeat expiry (ms, Redis clock)
 
-A commit is WATCH lease → check it is still ours → MULTI … EXEC, so a compiler that lost its lease (a
-pause longer than the TTL, a partition) can never overwrite its successor's work.
+A commit is one Lua script that checks the lease is still ours and then writes everything, so a compiler
+that lost its lease (a pause longer than the TTL, a partition) can never overwrite its successor's work.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from shardgate.adapters.errors import LeaseLost, TransientError
 from shardgate.model import Wire
@@ -39,6 +39,47 @@ TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionResetError
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+"""
+# KEYS: lease, rev, seq, frag, fhash, log, then one contributions hash per unit.
+# ARGV: token, new revision ("" = none), seq, log cap, log units, log traces, then the fragment sets
+# (count, then unit/bytes/hash triples), the fragment deletions (count, then units), then for each
+# contributions hash its sets (count, then source/value pairs) and deletions (count, then sources).
+# The lease check and the XADD (the only call that can fail on bad input) come before any write, so a
+# refused commit writes nothing.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEASE not held') end
+local rev = ARGV[2]
+if rev ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], rev .. '-0', 'u', ARGV[5], 't', ARGV[6])
+  redis.call('SET', KEYS[2], rev)
+end
+local i = 7
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HDEL', KEYS[4], ARGV[i])
+  redis.call('HDEL', KEYS[5], ARGV[i])
+  i = i + 1
+end
+for key = 7, #KEYS do
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    redis.call('HSET', KEYS[key], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    redis.call('HDEL', KEYS[key], ARGV[i])
+    i = i + 1
+  end
+end
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -92,6 +133,7 @@ class ShardStore:
         self.log_cap = log_cap
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._commit = client.register_script(_COMMIT)
 
     @classmethod
     def from_url(cls, url: str, log_cap: int = 10_000) -> ShardStore:
@@ -154,44 +196,43 @@ class ShardStore:
         }
 
     async def commit(self, shard: int, token: str, c: Commit) -> None:
-        """Write one batch atomically, only while `token` still holds the shard's lease."""
-        lease = k(shard, "lease")
+        """Write one batch atomically, only while `token` still holds the shard's lease.
+
+        One Lua script (one round trip) checks the lease and writes everything. WATCH/MULTI cannot do
+        this: the owner's own lease renewal (PEXPIRE) touches the watched key and aborted commits that
+        were perfectly legal.
+        """
+        frag_sets = [(u, f) for u, f in c.fragments.items() if f is not None]
+        frag_dels = [u for u, f in c.fragments.items() if f is None]
+        keys = [k(shard, n) for n in ("lease", "rev", "seq", "frag", "fhash", "log")]
+        args: list[bytes | str | int] = [
+            token,
+            "" if c.revision is None else c.revision,
+            c.seq,
+            self.log_cap,
+            _pack(sorted(c.fragments)),
+            _pack(c.traces),
+            len(frag_sets),
+        ]
+        for unit, (body, digest) in frag_sets:
+            args += [unit, body, digest]
+        args.append(len(frag_dels))
+        args += frag_dels
+        for unit, sources in c.contributions.items():
+            keys.append(src_key(shard, unit))
+            sets = [(src, _pack(w)) for src, w in sources.items() if w is not None]
+            dels = [src for src, w in sources.items() if w is None]
+            args.append(len(sets))
+            for src, packed in sets:
+                args += [src, packed]
+            args.append(len(dels))
+            args += dels
         try:
-            async with self.r.pipeline(transaction=True) as p:
-                await p.watch(lease)
-                holder = await p.get(lease)
-                if (holder.decode() if isinstance(holder, bytes) else holder) != token:
-                    raise LeaseLost(f"shard {shard}: lease held by {holder!r}, not {token}")
-                p.multi()  # type: ignore[no-untyped-call]
-                for unit, sources in c.contributions.items():
-                    sets = {s: _pack(w) for s, w in sources.items() if w is not None}
-                    dels = [s for s, w in sources.items() if w is None]
-                    if sets:
-                        p.hset(src_key(shard, unit), mapping=sets)  # type: ignore[arg-type]
-                    if dels:
-                        p.hdel(src_key(shard, unit), *dels)
-                frag_sets = {u: f for u, f in c.fragments.items() if f is not None}
-                frag_dels = [u for u, f in c.fragments.items() if f is None]
-                if frag_sets:
-                    p.hset(k(shard, "frag"), mapping={u: f[0] for u, f in frag_sets.items()})  # type: ignore[arg-type]
-                    p.hset(k(shard, "fhash"), mapping={u: f[1] for u, f in frag_sets.items()})  # type: ignore[arg-type]
-                if frag_dels:
-                    p.hdel(k(shard, "frag"), *frag_dels)
-                    p.hdel(k(shard, "fhash"), *frag_dels)
-                if c.revision is not None:
-                    p.set(k(shard, "rev"), c.revision)
-                    entry = {"u": _pack(sorted(c.fragments)), "t": _pack(c.traces)}
-                    p.xadd(
-                        k(shard, "log"),
-                        entry,  # type: ignore[arg-type]
-                        id=f"{c.revision}-0",
-                        maxlen=self.log_cap,
-                        approximate=True,
-                    )
-                p.set(k(shard, "seq"), c.seq)
-                await p.execute()
-        except WatchError as exc:
-            raise LeaseLost(f"shard {shard}: lease changed during commit") from exc
+            await self._commit(keys=keys, args=args)
+        except ResponseError as exc:
+            if "LEASE" in str(exc):
+                raise LeaseLost(f"shard {shard}: lease not held by {token}") from exc
+            raise
         except TRANSIENT_REDIS as exc:
             raise TransientError(f"shard {shard}: commit failed: {exc}") from exc
 
