@@ -24,6 +24,8 @@ would otherwise hang until the client gave up.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 
 WILDCARD = "*"
 MAX_REFUSED_CERTS = 1024
+# Flow control: at most one unanswered response per type. Envoy applies updates one at a time (~65 ms
+# each at 100k scopes, measured in bench/pipeline), so pushing every 2 ms queued thousands of small updates
+# in a burst; holding changes until the previous push is answered folds them into one. A response Envoy
+# has not answered after this long no longer holds the type back.
+ACK_PATIENCE_NS = 5_000_000_000
 
 
 @dataclass(slots=True)
@@ -207,13 +214,21 @@ class DeltaStream(AdsStream):
 
     def responses(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
+        held_back = False
         order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
         for type_url in order:
             state = self._types.get(type_url)
-            if state is not None and (state.pending or state.must_answer):
-                response = self._build(type_url, state)
-                if response is not None:
-                    out.append(response)
+            if state is None or not (state.pending or state.must_answer):
+                continue
+            if self._book.awaiting(type_url, ACK_PATIENCE_NS):
+                held_back = True  # Envoy's answer wakes the stream (handle); patience is the backstop
+                continue
+            response = self._build(type_url, state)
+            if response is not None:
+                out.append(response)
+        if held_back:
+            with contextlib.suppress(RuntimeError):  # no loop: driven by hand (tests), no backstop needed
+                asyncio.get_running_loop().call_later(ACK_PATIENCE_NS / 1e9, self.wake)
         return out
 
     def _build(self, type_url: str, state: _TypeState) -> discovery_pb2.DeltaDiscoveryResponse | None:

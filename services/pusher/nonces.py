@@ -56,6 +56,14 @@ class NonceBook:
             outstanding.popitem(last=False)
         return sent
 
+    def awaiting(self, type_url: str, patience_ns: int) -> bool:
+        """Whether a response of the type is still unanswered and younger than `patience_ns`."""
+        outstanding = self._by_type.get(type_url)
+        if not outstanding:
+            return False
+        newest = next(reversed(outstanding.values()))
+        return time.time_ns() - newest.sent_ns < patience_ns
+
     def latest(self, type_url: str) -> str | None:
         """The last nonce sent for the type, answered or not."""
         return self._latest.get(type_url)

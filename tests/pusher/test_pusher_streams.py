@@ -55,7 +55,8 @@ def test_changes_send_only_changed_names_and_removals() -> None:
     stream = DeltaStream(cache, hold_off=0)
     cancel = cache.watch(stream.on_change)
     stream.handle(delta_req())
-    stream.responses()
+    (first,) = stream.responses()
+    stream.handle(delta_req(nonce=first.nonce))  # Envoy ACKs
     cache.apply({"h:a": host("a", b"v2"), "h:b": None, "h:new": host("new")})
     cache.apply({"h:new": None})  # added and removed before the push: nothing to say about it
     (resp,) = stream.responses()
@@ -124,9 +125,28 @@ def test_delta_nack_holds_back_the_named_resource_and_resends_the_rest() -> None
     stream.handle(delta_req(nonce=resp.nonce, error_detail=error))
     (retry,) = stream.responses()
     assert names(retry) == (["host:good"], [])
+    stream.handle(delta_req(nonce=retry.nonce))
     cache.apply({"h:bad": host("bad", b"fixed")})
     (fixed,) = stream.responses()
     assert names(fixed) == (["host:bad"], [])
+
+
+def test_delta_holds_changes_until_envoy_answers_then_sends_them_as_one() -> None:
+    """Flow control: one unanswered response per type; what changes meanwhile goes out together."""
+    cache = ResourceCache()
+    stream = DeltaStream(cache, hold_off=0)
+    cache.watch(stream.on_change)
+    stream.handle(delta_req())
+    (first,) = stream.responses()
+    cache.apply({"h:a": host("a")})
+    assert stream.responses() == []  # the first push is not answered yet
+    cache.apply({"h:b": host("b")})
+    cache.apply({"h:a": host("a", b"v2")})
+    assert stream.responses() == []
+    stream.handle(delta_req(nonce=first.nonce))
+    (both,) = stream.responses()
+    assert sorted(names(both)[0]) == ["host:a", "host:b"]
+    assert {r.name: r.version for r in both.resources}["host:a"] == cache.get(SCOPE, "host:a").version  # type: ignore[union-attr]
 
 
 def sotw_req(type_url: str = SCOPE, nonce: str = "", **kw: object) -> discovery_pb2.DiscoveryRequest:

@@ -121,11 +121,15 @@ def sds(
     )
 
 
-def push(stream: DeltaStream) -> tuple[dict[str, bytes], list[str], str]:
+def push(stream: DeltaStream, ack: bool = True) -> tuple[dict[str, bytes], list[str], str]:
+    """The next SDS response, ACKed as Envoy does unless the test answers it itself (the pusher sends one
+    unanswered response per type)."""
     responses = stream.responses()
     if not responses:
         return {}, [], ""
     (resp,) = responses
+    if ack:
+        stream.handle(sds(nonce=resp.nonce))
     got = {}
     for r in resp.resources:
         secret = secret_pb2.Secret.FromString(r.resource.value)
@@ -290,7 +294,7 @@ def test_delta_certificate_envoy_refuses_is_answered_with_removals_until_it_chan
     stream = DeltaStream(cache, hold_off=0)
     cancel = cache.watch(stream.on_change)
     stream.handle(sds(("a.wild.example.com",)))
-    got, _, nonce = push(stream)
+    got, _, nonce = push(stream, ack=False)
     assert list(got) == ["a.wild.example.com"]
     nack = sds(nonce=nonce)
     nack.error_detail.CopyFrom(status_pb2.Status(code=3, message="Failed to load certificate chain"))
