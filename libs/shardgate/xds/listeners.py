@@ -94,25 +94,35 @@ def http_connection_manager(stat_prefix: str, *, https: bool) -> hcm.HttpConnect
     )
 
 
-def http_listener(
-    address: str = "0.0.0.0", port: int = 8080, name: str = HTTP_LISTENER
+def listener(
+    name: str,
+    address: str,
+    port: int,
+    manager: hcm.HttpConnectionManager,
+    transport_socket: base_pb2.TransportSocket | None = None,
 ) -> listener_pb2.Listener:
-    manager = http_connection_manager(name, https=False)
+    """One listener, one filter chain: `manager`, behind TLS when a transport socket is given."""
+    chain = listener_components_pb2.FilterChain(
+        filters=[
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
+            )
+        ],
+        transport_socket=transport_socket,
+    )
     return listener_pb2.Listener(
         name=name,
         address=address_pb2.Address(
             socket_address=address_pb2.SocketAddress(address=address, port_value=port)
         ),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
-                    )
-                ]
-            )
-        ],
+        filter_chains=[chain],
     )
+
+
+def http_listener(
+    address: str = "0.0.0.0", port: int = 8080, name: str = HTTP_LISTENER
+) -> listener_pb2.Listener:
+    return listener(name, address, port, http_connection_manager(name, https=False))
 
 
 def static_resources(http_address: str = "0.0.0.0", http_port: int = 8080) -> tuple[Resource, ...]:

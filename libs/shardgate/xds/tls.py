@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.core.v3 import base_pb2, extension_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
@@ -28,6 +28,8 @@ from google.protobuf import any_pb2
 from shardgate.records import Resource
 from shardgate.xds import types
 from shardgate.xds.compile import resource, serialize
+from shardgate.xds.filters import pack
+from shardgate.xds.listeners import listener
 from shardgate.xds.secrets import length_delimited
 
 HTTPS_LISTENER = "https"
@@ -86,12 +88,6 @@ def downstream_tls_context(prefetch_secret_names: Sequence[str] = ()) -> tls_pb2
     )
 
 
-def _any(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
-
-
 def https_listener(
     manager: hcm.HttpConnectionManager,
     address: str = "0.0.0.0",
@@ -100,25 +96,10 @@ def https_listener(
     name: str = HTTPS_LISTENER,
 ) -> listener_pb2.Listener:
     """The HTTPS listener around `manager` (the routing's connection manager built for HTTPS)."""
-    return listener_pb2.Listener(
-        name=name,
-        address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=address, port_value=port)
-        ),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
-                    )
-                ],
-                transport_socket=base_pb2.TransportSocket(
-                    name="envoy.transport_sockets.tls",
-                    typed_config=_any(downstream_tls_context(prefetch_secret_names)),
-                ),
-            )
-        ],
+    socket = base_pb2.TransportSocket(
+        name="envoy.transport_sockets.tls", typed_config=pack(downstream_tls_context(prefetch_secret_names))
     )
+    return listener(name, address, port, manager, socket)
 
 
 def https_listener_resource(
