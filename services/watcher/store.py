@@ -15,7 +15,8 @@ Redis errors are translated here (`StoreError`); connection failures and timeout
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,6 +30,7 @@ from shardgate.watcher.index import SourceEntry
 from shardgate.watcher.tenancy import HostRecord
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class StoreError(AdapterError):
@@ -75,22 +77,26 @@ class RedisIndexStore:
             reraise=True,
         )
 
-    async def load(self) -> dict[str, SourceEntry]:
-        entries: dict[str, SourceEntry] = {}
+    async def _load_hash(self, key: str, decode: Callable[[bytes], _T], dropped: str) -> dict[str, _T]:
+        """Every field of hash `key`, decoded; an unreadable value is logged and dropped (`dropped` says
+        what forgetting it costs)."""
+        out: dict[str, _T] = {}
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    entries.clear()
-                    async for field, value in self.client.hscan_iter(self.key, count=1000):
-                        source = field.decode() if isinstance(field, bytes) else str(field)
+                    out.clear()
+                    async for field, value in self.client.hscan_iter(key, count=1000):
+                        name = field.decode() if isinstance(field, bytes) else str(field)
                         try:
-                            entries[source] = SourceEntry.decode(value)
+                            out[name] = decode(value)
                         except RecordError as exc:
-                            # Forgetting the entry only costs a re-publish of that source's deltas.
-                            log.warning("index entry %s unreadable, dropped: %s", source, exc)
+                            log.warning("%s: entry %s unreadable, dropped (%s): %s", key, name, dropped, exc)
         except RedisError as exc:
-            raise StoreError(f"loading {self.key}: {exc}") from exc
-        return entries
+            raise StoreError(f"loading {key}: {exc}") from exc
+        return out
+
+    async def load(self) -> dict[str, SourceEntry]:
+        return await self._load_hash(self.key, SourceEntry.decode, "costs a re-publish of its deltas")
 
     async def save(self, source: str, entry: SourceEntry | None) -> None:
         try:
@@ -104,21 +110,9 @@ class RedisIndexStore:
             raise StoreError(f"saving {source} in {self.key}: {exc}") from exc
 
     async def load_hosts(self) -> dict[str, HostRecord]:
-        records: dict[str, HostRecord] = {}
-        try:
-            async for attempt in self._retrying():
-                with attempt:
-                    records.clear()
-                    async for field, value in self.client.hscan_iter(self.hosts_key, count=1000):
-                        host = field.decode() if isinstance(field, bytes) else str(field)
-                        try:
-                            records[host] = HostRecord.decode(value)
-                        except RecordError as exc:
-                            # Losing a record re-decides that host's owner from the current claims.
-                            log.warning("host record %s unreadable, dropped: %s", host, exc)
-        except RedisError as exc:
-            raise StoreError(f"loading {self.hosts_key}: {exc}") from exc
-        return records
+        return await self._load_hash(
+            self.hosts_key, HostRecord.decode, "its owner is re-decided from the current claims"
+        )
 
     async def save_hosts(self, records: dict[str, HostRecord | None]) -> None:
         if not records:
