@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from shardgate.keys import DEFAULT_SHARDS
+from shardgate.settings import settings_from_env
 
 
 def _default_worker_id() -> str:
@@ -34,14 +35,5 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        base = cls()
-        return cls(
-            nats_url=e.get("SHARDGATE_NATS_URL", base.nats_url),
-            redis_url=e.get("SHARDGATE_REDIS_URL", base.redis_url),
-            shards=int(e.get("SHARDGATE_SHARDS", base.shards)),
-            worker_id=e.get("SHARDGATE_WORKER_ID") or base.worker_id,
-            lease_ttl_ms=int(e.get("SHARDGATE_LEASE_TTL_MS", base.lease_ttl_ms)),
-            batch_size=int(e.get("SHARDGATE_BATCH_SIZE", base.batch_size)),
-            log_cap=int(e.get("SHARDGATE_LOG_CAP", base.log_cap)),
-        )
+        """Each field from `SHARDGATE_<FIELD>` (see `shardgate.settings`)."""
+        return settings_from_env(cls, env)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from shardgate.keys import DEFAULT_SHARDS
+from shardgate.settings import settings_from_env
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,5 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        base = cls()
-        return cls(
-            nats_url=e.get("SHARDGATE_NATS_URL", base.nats_url),
-            redis_url=e.get("SHARDGATE_REDIS_URL", base.redis_url),
-            shards=int(e.get("SHARDGATE_SHARDS", base.shards)),
-            xds_addr=e.get("SHARDGATE_XDS_ADDR", base.xds_addr),
-            gateway_http_address=e.get("SHARDGATE_GATEWAY_HTTP_ADDRESS", base.gateway_http_address),
-            gateway_http_port=int(e.get("SHARDGATE_GATEWAY_HTTP_PORT", base.gateway_http_port)),
-            gateway_https_port=int(e.get("SHARDGATE_GATEWAY_HTTPS_PORT", base.gateway_https_port)),
-            tls_prefetch=tuple(
-                n.strip() for n in e.get("SHARDGATE_TLS_PREFETCH", "").split(",") if n.strip()
-            ),
-            max_wildcard_sni=int(e.get("SHARDGATE_MAX_WILDCARD_SNI", base.max_wildcard_sni)),
-            resync_s=float(e.get("SHARDGATE_RESYNC_S", base.resync_s)),
-            metrics_port=int(e.get("SHARDGATE_METRICS_PORT", base.metrics_port)),
-        )
+        """Each field from `SHARDGATE_<FIELD>` (see `shardgate.settings`)."""
+        return settings_from_env(cls, env)
