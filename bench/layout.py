@@ -64,8 +64,9 @@ from shardgate.pusher.server import bound_port, serve_ads
 from shardgate.records import Fragment, Resource, make_resource
 from shardgate.xds import compile_unit, types
 from shardgate.xds.bootstrap import bootstrap
-from shardgate.xds.listeners import static_resources
+from shardgate.xds.listeners import http_connection_manager, static_resources
 from shardgate.xds.routes import route_match
+from shardgate.xds.tls import HTTPS_LISTENER, https_listener_resource
 
 LAYOUTS = ("scoped", "whole-table")
 TABLE_NAME = "all-hosts"
@@ -189,8 +190,13 @@ class WholeTable:
         return Fragment(TABLE_UNIT, (make_resource(types.ROUTE, TABLE_NAME, body),))
 
 
-async def measure(layout: str, n: int, adds: int, edits: int, workdir: Path) -> dict[str, Any]:
-    """Load N hosts into a fresh Envoy with `layout`, then time `adds` new hosts and `edits` edits."""
+async def measure(
+    layout: str, n: int, adds: int, edits: int, workdir: Path, https: bool = False
+) -> dict[str, Any]:
+    """Load N hosts into a fresh Envoy with `layout`, then time `adds` new hosts and `edits` edits.
+
+    `https` adds the gateway's HTTPS listener (the same scoped routes behind TLS), as the pipeline runs it.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: one of {LAYOUTS}")
     echo_main, echo_edit = EchoServer(common.ECHO_MAIN), EchoServer(common.ECHO_EDIT)
@@ -203,6 +209,12 @@ async def measure(layout: str, n: int, adds: int, edits: int, workdir: Path) -> 
         if layout == "whole-table"
         else list(static_resources("127.0.0.1", http_port))
     )
+    if https and layout == "scoped":
+        statics.append(
+            https_listener_resource(
+                http_connection_manager(HTTPS_LISTENER, https=True), "127.0.0.1", free_port()
+            )
+        )
     cache = ResourceCache(statics)
 
     bulk: dict[str, Fragment | None] = {}
@@ -238,7 +250,7 @@ async def measure(layout: str, n: int, adds: int, edits: int, workdir: Path) -> 
         ),
         admin_port,
     )
-    result: dict[str, Any] = {"approach": layout, "n": n}
+    result: dict[str, Any] = {"approach": layout, "n": n, "https": https}
     try:
         t_start = time.perf_counter()
         await asyncio.to_thread(envoy.start)
@@ -325,9 +337,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1000, help="existing hosts")
     parser.add_argument("--adds", type=int, default=20)
     parser.add_argument("--edits", type=int, default=10)
+    parser.add_argument("--https", action="store_true", help="add the HTTPS listener, as the pipeline has")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
-        result = asyncio.run(measure(args.layout, args.n, args.adds, args.edits, Path(tmp)))
+        result = asyncio.run(measure(args.layout, args.n, args.adds, args.edits, Path(tmp), args.https))
     print(
         json.dumps(
             {k: v for k, v in result.items() if not k.endswith("_ms") or k == "first_add_ms"}, indent=1

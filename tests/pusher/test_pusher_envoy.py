@@ -19,6 +19,7 @@ from shardgate.pusher.cache import ResourceCache
 from shardgate.records import Fragment, make_resource
 from shardgate.xds import types
 from shardgate.xds.listeners import static_resources
+from shardgate.xds.routes import scope_name
 
 pytestmark = pytest.mark.integration
 
@@ -86,11 +87,11 @@ async def test_two_envoys_one_delta_one_sotw_converge(
     sotw: Gateway = await gateway_factory("GRPC", name="gw-sotw")
     pusher.apply(*shop(backends))
     for gw in (delta, sotw):
-        await _until_config(gw, "dynamic_scoped_route_configs", {f"host:{HOST}"})
+        await _until_config(gw, "dynamic_scoped_route_configs", {scope_name(HOST)})
     await delta.until({(HOST, "/api"): (200, "api")})
     pusher.apply(host_fragment("b.example.com", ("/", PREFIX, "web")), delete=(host_fragment(HOST).unit,))
     for gw in (delta, sotw):
-        await _until_config(gw, "dynamic_scoped_route_configs", {"host:b.example.com"})
+        await _until_config(gw, "dynamic_scoped_route_configs", {scope_name("b.example.com")})
     await delta.until({("b.example.com", "/"): (200, "web"), (HOST, "/"): (404, None)})
 
 

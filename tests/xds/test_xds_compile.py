@@ -25,6 +25,7 @@ from shardgate.model import (
 )
 from shardgate.records import Fragment, content_hash
 from shardgate.xds import compile_unit, types
+from shardgate.xds.routes import scope_name
 
 ING = "ingress/shop/web"
 
@@ -106,9 +107,9 @@ def test_host_routes(
     unit = host_unit("Shop.Example.com")
     fragment = compile_unit(unit, {ING: ingress(*paths)})
     scope = scope_of(fragment)
-    assert scope.name == "host:shop.example.com"
+    assert scope.name == scope_name("shop.example.com")
     assert [f.string_key for f in scope.key.fragments] == ["shop.example.com"]
-    assert scope.route_configuration.name == scope.name
+    assert scope.route_configuration.name == "shop.example.com"
     assert matches(scope) == expected
     assert fragment.meta["host"] == "shop.example.com"
 
@@ -227,7 +228,7 @@ def test_version_is_content_hash_and_stable() -> None:
         assert res.version == content_hash(res.body)
     # Fixed across runs and processes (deterministic bytes), pinned; a protobuf upgrade that changes the
     # encoding would re-push every host once, which this test makes visible.
-    assert a.resources[0].version == "5ed4070674ccbdaa79606178"
+    assert a.resources[0].version == "9969c87f867df6409ba9456b"
 
 
 @pytest.mark.parametrize(

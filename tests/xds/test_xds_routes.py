@@ -18,6 +18,8 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf.json_format import MessageToDict
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shardgate.keys import host_unit
 from shardgate.merge import CanaryRoute, HostConfig, Route
@@ -36,6 +38,7 @@ from shardgate.records import Fragment
 from shardgate.xds import compile_unit, filters, options, regex, types, wildcard
 from shardgate.xds.compile import compile_host
 from shardgate.xds.filters import CORS_FILTER, RBAC_FILTER
+from shardgate.xds.routes import scope_name
 
 PREFIX, EXACT, IMPL = PathType.PREFIX, PathType.EXACT, PathType.IMPLEMENTATION_SPECIFIC
 SRC = "ingress/shop/web"
@@ -116,17 +119,31 @@ TO_CATCH_ALL = {"match": "prefix /", "status": 404, "filters": [wildcard.FALLBAC
 
 
 @pytest.mark.parametrize(
-    ("host", "name", "key"),
+    ("host", "key"),
     [
-        pytest.param("Shop.Example.com", "host:shop.example.com", "shop.example.com", id="exact-lower-case"),
-        pytest.param("*.Example.com", "host:*.example.com", "*.example.com", id="wildcard"),
-        pytest.param(CATCH_ALL_HOST, "host:*", "*", id="catch-all"),
+        pytest.param("Shop.Example.com", "shop.example.com", id="exact-lower-case"),
+        pytest.param("*.Example.com", "*.example.com", id="wildcard"),
+        pytest.param(CATCH_ALL_HOST, "*", id="catch-all"),
     ],
 )
-def test_scope_name_and_key(host: str, name: str, key: str) -> None:
+def test_scope_name_and_key(host: str, key: str) -> None:
     scope = scope_of(compiled(host, ingress(("/", PREFIX, "web"))))
-    assert scope.name == scope.route_configuration.name == name
+    assert scope.name == scope_name(key)
+    assert scope.route_configuration.name == key
     assert [f.string_key for f in scope.key.fragments] == [key]
+
+
+@given(
+    st.lists(
+        st.from_regex(r"[a-z0-9*][a-z0-9.-]{0,80}", fullmatch=True), min_size=2, max_size=50, unique=True
+    )
+)
+def test_scope_names_are_short_distinct_and_stable(hosts: list[str]) -> None:
+    # Envoy copies every scope name on each update: they must fit libc++'s 22-character inline buffer.
+    names = [scope_name(h) for h in hosts]
+    assert all(len(n) <= 22 for n in names)
+    assert len(set(names)) == len(hosts)
+    assert names == [scope_name(h) for h in hosts]
 
 
 def test_every_scope_disables_the_fallback_and_strips_the_scope_header() -> None:

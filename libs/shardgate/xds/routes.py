@@ -18,6 +18,8 @@ Each merged rule becomes, in this order (first match wins in Envoy):
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from dataclasses import dataclass, replace
 
@@ -39,9 +41,21 @@ __all__ = ["CompiledHost", "RouteRejected", "compile_host_routes", "host_scope",
 _MAX_WEIGHT_SCALE = 10_000
 
 
+# Envoy copies its table of every scope's name on each SRDS update (`detectUpdateConflictAndCleanupRemoved`
+# in scoped_rds.cc), so a name's length is paid 100,000 times per change at 100k domains: names longer
+# than libc++'s 22-character inline string buffer each cost an allocation. Measured with bench.layout at
+# 100k: push to ACK p50 46 ms with `host:<host>`, 13 ms with these 16-character names.
+_SCOPE_NAME_BYTES = 10  # 80 bits: no collision to fear among millions of hosts
+
+
 def scope_name(host: str) -> str:
-    """The SRDS resource name of a host's scope."""
-    return f"host:{host}"
+    """The SRDS resource name of a host's scope: 16 characters, derived from the host alone.
+
+    Short on purpose (see above); the host itself stays readable in the scope's key and in the name of
+    its route configuration.
+    """
+    digest = hashlib.blake2b(host.encode(), digest_size=_SCOPE_NAME_BYTES).digest()
+    return base64.b32encode(digest).decode().lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +199,6 @@ def compile_host_routes(config: HostConfig) -> CompiledHost:
                 typed_per_filter_config=filters.catch_all_config(),
             )
         )
-    name = scope_name(config.host)
     vhost = rc.VirtualHost(
         name=config.host, domains=["*"], routes=routes, typed_per_filter_config=filters.scope_filter_configs()
     )
@@ -195,12 +208,12 @@ def compile_host_routes(config: HostConfig) -> CompiledHost:
         ]
     )
     scope = scoped_route_pb2.ScopedRouteConfiguration(
-        name=name,
+        name=scope_name(config.host),
         key=key,
         # Inline route configurations are cluster-validated by default (RDS ones are not): a host whose
         # Service has not been compiled yet would be NACKed. Unknown clusters answer 503 instead.
         route_configuration=route_pb2.RouteConfiguration(
-            name=name,
+            name=config.host,
             virtual_hosts=[vhost],
             validate_clusters=wrappers_pb2.BoolValue(value=False),
             request_headers_to_remove=[wildcard.SCOPE_HEADER],
