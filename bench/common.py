@@ -6,6 +6,11 @@ fresh TCP connection per attempt (`Connection: close`): a reload-based proxy kee
 connections with its old config, and a fresh connection is what a new client of a new domain opens. It
 is written on asyncio streams rather than an HTTP client library so that one attempt costs a fraction
 of a millisecond and the polling resolution stays well under what is being measured.
+
+A TLS host is probed over HTTPS (`ask(..., tls=context)`): its plain-HTTP request is answered by the
+HTTP → HTTPS redirect, not by its backend, and "served" for a client of a TLS host means the handshake
+with SNI = host presents a certificate that verifies for that host *and* the backend answers. Each HTTPS
+probe is a fresh connection with a full handshake, the way a new client of a new domain arrives.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import platform
 import re
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Sequence
@@ -40,6 +46,11 @@ CREATED = "2026-01-01T00:00:00Z"
 def host_name(i: int) -> str:
     """The i-th existing host: four in five under the platform domain, one in five a custom domain."""
     return f"www.tenant-{i}.example" if i % 5 == 4 else f"app-{i}.{PLATFORM_DOMAIN}"
+
+
+def is_platform(host: str) -> bool:
+    """Under the platform domain (served with its wildcard certificate), rather than a custom domain."""
+    return host.endswith("." + PLATFORM_DOMAIN)
 
 
 def new_host_name(k: int) -> str:
@@ -79,8 +90,9 @@ def host_routes(i: int, host: str, edited: bool = False) -> HostRoutes:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    status: int  # 0: the connection failed
+    status: int  # 0: the connection (or the TLS handshake) failed
     backend: str | None  # the echo's name, None when the answer was not an echo's
+    names: tuple[str, ...] = ()  # HTTPS: the DNS names of the (verified) certificate the server presented
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -95,13 +107,41 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.read(-1)
 
 
-async def ask(port: int, host: str, path: str) -> Reply:
-    """One GET on a fresh connection to 127.0.0.1:port with `Host: host`."""
+HANDSHAKE_TIMEOUT = 5.0
+"""Seconds a probe waits for the TLS handshake. The gateway holds a handshake until the control plane
+answers its SDS request for the SNI; asyncio's own default (60 s) would turn a held handshake into a
+minute-long probe."""
+
+
+async def _connect(
+    port: int, host: str, tls: ssl.SSLContext | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if tls is None:
+        return await asyncio.open_connection("127.0.0.1", port)
+    return await asyncio.wait_for(
+        asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname=host, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+        ),
+        HANDSHAKE_TIMEOUT + 1,
+    )
+
+
+def _peer_names(writer: asyncio.StreamWriter) -> tuple[str, ...]:
+    """The DNS SANs of the certificate the server presented (already verified by the context)."""
+    tls = writer.get_extra_info("ssl_object")
+    cert = tls.getpeercert() if tls is not None else None
+    return tuple(str(v) for k, v in (cert or {}).get("subjectAltName", ()) if k == "DNS")
+
+
+async def ask(port: int, host: str, path: str, tls: ssl.SSLContext | None = None) -> Reply:
+    """One GET on a fresh connection to 127.0.0.1:port with `Host: host`; with `tls`, over HTTPS with
+    SNI = `host`, the certificate verified by the context (a handshake that fails is a failed probe)."""
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
+        reader, writer = await _connect(port, host, tls)
+    except (OSError, TimeoutError):  # ssl.SSLError is an OSError
         return Reply(0, None)
     try:
+        names = _peer_names(writer)
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         head, body = await asyncio.wait_for(_read_response(reader), 5.0)
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -119,14 +159,22 @@ async def ask(port: int, host: str, path: str) -> Reply:
         except ValueError:
             name = None
         backend = name if isinstance(name, str) else None
-    return Reply(status, backend)
+    return Reply(status, backend, names)
 
 
-async def wait_answered(port: int, host: str, path: str, backend: str, timeout: float = 120.0) -> float:
-    """Poll until `host` + `path` is answered 200 by `backend`; returns time.perf_counter() of that answer."""
+async def wait_answered(
+    port: int,
+    host: str,
+    path: str,
+    backend: str,
+    timeout: float = 120.0,
+    tls: ssl.SSLContext | None = None,
+) -> float:
+    """Poll until `host` + `path` is answered 200 by `backend` (over HTTPS with `tls`: see `ask`);
+    returns time.perf_counter() of that answer."""
     deadline = time.perf_counter() + timeout
     while True:
-        reply = await ask(port, host, path)
+        reply = await ask(port, host, path, tls)
         now = time.perf_counter()
         if reply.status == 200 and reply.backend == backend:
             return now

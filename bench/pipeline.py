@@ -17,11 +17,24 @@ process). The load is done when Redis holds a fragment for every unit and a
 sample of hosts (the last 20 created and 30 random) answers through Envoy; then the benchmark waits until
 the API's resourceVersion (the watcher's status write-backs) and the shards' revisions stop moving.
 
+**TLS, as a platform serves it** (`--no-tls` drops it, for comparison with runs from before): every host
+is a TLS host. Platform hosts name their namespace's platform wildcard Secret (`*.apps.bench.test`, one
+`kubernetes.io/tls` Secret per tenant namespace, created with the Services); each custom domain has a
+Secret of its own with a certificate for exactly that host, POSTed just before the Ingress that names it
+(bulk load, burst and activation alike). Certificates come from `bench.certs` (one bench CA, EC P-256, one
+shared leaf key) and are made before a phase's clock starts. A TLS host's plain-HTTP request is answered
+by the HTTP → HTTPS redirect, so every probe is HTTPS to the gateway's HTTPS port with SNI = host, the
+certificate verified against the bench CA: "served" means the gateway presented that host's certificate
+(or the wildcard) and the echo answered 200. After the load, one host of each kind is checked for the
+certificate it is served with and for the redirect on plain HTTP (`tls_check` in the result).
+
 **Phases**, in this order, on the same stack:
 
 1. *activation*: one new Ingress at a time: from the 201 of its POST to the first 200 from the echo through
    Envoy (fresh connection per probe, polled every 1 ms), with a pause between samples; the per-stage split
-   from each change's trace (`bench.stages`, fetched from the OTLP receiver's `GET /traces?host=`).
+   from each change's trace (`bench.stages`, fetched from the OTLP receiver's `GET /traces?host=`). One
+   sample in five is a custom domain (its Secret POSTed first, the clock starting at the Ingress's 201),
+   the rest platform hosts; the result splits the activation by kind.
 2. *burst*: `--burst` new Ingresses POSTed as fast as the API accepts them (same concurrency); the time from
    the first POST to the last host answering, found by sweepers probing the hosts in creation order.
 3. *cold start*: (a) the gateway Envoy is stopped and a fresh one started: time until a sample of hosts
@@ -43,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import glob
 import json
 import os
@@ -61,6 +75,7 @@ import redis.asyncio as aioredis
 
 import shardgate
 from bench import common, stages
+from bench.certs import BenchCA
 from shardgate.compiler.ownership import desired_owner
 from shardgate.keys import shard_of
 from shardgate.local.procs import PythonService
@@ -71,11 +86,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"
 SERVICES = "/api/v1/namespaces/{ns}/services"
+SECRETS = "/api/v1/namespaces/{ns}/secrets"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
 OURS = ("watcher", "compiler-1", "compiler-2", "pusher")
 OTHERS = ("envoy", "nats", "redis", "kubeapi", "otlp")
 SWEEP_POLL = 0.02  # seconds between probes of a burst host not served yet
 SPAN_EXPORT_WAIT = 6.0  # the SDK's BatchSpanProcessor exports every 5 s
+WILDCARD = f"*.{common.PLATFORM_DOMAIN}"
+WILDCARD_SECRET = "platform-wildcard-tls"  # in every tenant namespace: Secrets are namespaced
+PLATFORM, CUSTOM = "platform", "custom"  # the two kinds of host: wildcard certificate, or its own
+
+Post = tuple[str, dict[str, Any]]  # (API path, with {ns} for the namespace; the object)
 
 
 def log(message: str) -> None:
@@ -96,17 +117,51 @@ def namespace_of(i: int, namespaces: int = NAMESPACES) -> str:
     return f"{common.NAMESPACE}-{i % namespaces}"
 
 
-def ingress(name: str, host: str, i: int) -> dict[str, Any]:
+def ingress(name: str, host: str, i: int, tls_secret: str | None = None) -> dict[str, Any]:
+    """`ing-<i>`'s Ingress for `host`; with `tls_secret`, a TLS host served with that Secret."""
     paths = [
         {"path": p, "pathType": str(t), "backend": {"service": {"name": s, "port": {"number": 80}}}}
         for p, t, s in common.host_paths(i)
     ]
+    rule = {"host": host, "http": {"paths": paths}}
+    spec: dict[str, Any] = {"ingressClassName": "shardgate", "rules": [rule]}
+    if tls_secret is not None:
+        spec["tls"] = [{"hosts": [host], "secretName": tls_secret}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {"name": name, "namespace": namespace_of(i)},
-        "spec": {"ingressClassName": "shardgate", "rules": [{"host": host, "http": {"paths": paths}}]},
+        "spec": spec,
     }
+
+
+def kind_of(host: str) -> str:
+    return PLATFORM if common.is_platform(host) else CUSTOM
+
+
+def host_objects(name: str, host: str, i: int, ca: BenchCA | None) -> list[Post]:
+    """What a tenant creates for one host, in order: for a custom domain with TLS its Secret, then the
+    Ingress (a platform host names its namespace's wildcard Secret, which exists already). Without `ca`,
+    a plain-HTTP Ingress."""
+    if ca is None:
+        return [(INGRESSES, ingress(name, host, i))]
+    if kind_of(host) == PLATFORM:
+        return [(INGRESSES, ingress(name, host, i, WILDCARD_SECRET))]
+    secret = f"{name}-tls"
+    return [(SECRETS, ca.secret(namespace_of(i), secret, host)), (INGRESSES, ingress(name, host, i, secret))]
+
+
+def wildcard_secret(ca: BenchCA, namespace: str) -> Post:
+    """The platform wildcard certificate, as one tenant namespace's copy of it."""
+    return SECRETS, ca.secret(namespace, WILDCARD_SECRET, WILDCARD)
+
+
+def tls_mix(hosts: list[str], tls: bool) -> dict[str, int]:
+    """How many of `hosts` are served with the platform wildcard, with their own certificate, or plain."""
+    platform = sum(1 for h in hosts if kind_of(h) == PLATFORM)
+    if not tls:
+        return {"wildcard_cert": 0, "own_cert": 0, "plain": len(hosts)}
+    return {"wildcard_cert": platform, "own_cert": len(hosts) - platform, "plain": 0}
 
 
 def backends(echo_port: int, namespace: str) -> list[tuple[str, dict[str, Any]]]:
@@ -134,13 +189,22 @@ def backends(echo_port: int, namespace: str) -> list[tuple[str, dict[str, Any]]]
 
 
 class Bench:
-    def __init__(self, stack: Stack, session: aiohttp.ClientSession, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        session: aiohttp.ClientSession,
+        redis: aioredis.Redis,
+        ca: BenchCA | None = None,
+    ) -> None:
         self.stack = stack
         self.session = session
         self.redis = redis
+        self.ca = ca  # None: plain-HTTP hosts (--no-tls)
         self.api = f"http://127.0.0.1:{stack.port['kubeapi']}"
         self.otlp = f"http://127.0.0.1:{stack.port['otlp_http']}"
         self.gateway = stack.port["gateway"]
+        self.gateway_https = stack.port["gateway_https"]
+        self.client_tls = ca.client_context() if ca else None
         self.shards = stack.options.shards
         self.hosts: list[str] = []  # every host created, in creation order
         self.progress: list[tuple[float, int]] = []  # the bulk load's (seconds after POSTs, fragments)
@@ -171,19 +235,47 @@ class Bench:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def create_many(
-        self, items: list[tuple[str, dict[str, Any]]], concurrency: int
-    ) -> list[tuple[float, int]]:
-        """POST every item with `concurrency` requests in flight; the 201 times, in item order."""
+    async def create_many(self, items: list[list[Post]], concurrency: int) -> list[tuple[float, int]]:
+        """POST every item with `concurrency` items in flight, the objects of one item in order (a
+        Secret before the Ingress that names it); the 201 times of each item's last object, in order."""
         out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
         cursor = iter(range(len(items)))
 
         async def worker() -> None:
             for i in cursor:
-                out[i] = await self.post(*items[i])
+                for post in items[i]:
+                    out[i] = await self.post(*post)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return out
+
+    def objects(self, name: str, host: str, i: int) -> list[Post]:
+        return host_objects(name, host, i, self.ca)
+
+    def objects_of(self, hosts: list[tuple[str, str, int]]) -> list[list[Post]]:
+        """`objects` of every (name, host, i), certificates signed here. Without the cyclic garbage
+        collector: building 100k nested dicts (and 20k Secrets) triggers its full passes over everything
+        built so far, which took about half of the 20 s this takes at N = 100k with it."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return [self.objects(*h) for h in hosts]
+        finally:
+            if enabled:
+                gc.enable()
+
+    async def ask(self, host: str, path: str = common.PROBE_PATH) -> common.Reply:
+        """One probe of `host` the way it is served: HTTPS with SNI = host for a TLS host."""
+        if self.client_tls is None:
+            return await common.ask(self.gateway, host, path)
+        return await common.ask(self.gateway_https, host, path, self.client_tls)
+
+    async def wait_answered(self, host: str, timeout: float) -> float:
+        """Until `host` is answered 200 by the echo (see `ask`); the perf_counter() of that answer."""
+        port = self.gateway if self.client_tls is None else self.gateway_https
+        return await common.wait_answered(
+            port, host, common.PROBE_PATH, common.ECHO_MAIN, timeout, self.client_tls
+        )
 
     async def fragments(self) -> int:
         async with self.redis.pipeline(transaction=False) as p:
@@ -261,12 +353,7 @@ class Bench:
 
     async def wait_hosts(self, hosts: list[str], timeout: float) -> float:
         """Until every host answers 200 from the echo; the perf_counter() of the last first answer."""
-        done = await asyncio.gather(
-            *(
-                common.wait_answered(self.gateway, h, common.PROBE_PATH, common.ECHO_MAIN, timeout)
-                for h in hosts
-            )
-        )
+        done = await asyncio.gather(*(self.wait_answered(h, timeout) for h in hosts))
         return max(done)
 
     async def envoy_connected(self, timeout: float) -> float:
@@ -301,10 +388,23 @@ class Bench:
                 out.append(split)
         return out
 
-    def memory(self) -> dict[str, float]:
+    async def memory(self) -> dict[str, float]:
         rss = {name: round(common.rss_mb(pid), 1) for name in OURS + OTHERS if (pid := self.pid(name))}
         rss["ours_total"] = round(sum(rss.get(n, 0.0) for n in OURS), 1)
+        rss["envoy_certs"] = await self.envoy_certs()
         return rss
+
+    async def envoy_certs(self) -> float:
+        """Certificates Envoy holds (`on_demand_secret.cert_active`): one per SNI a client asked for, each
+        part of Envoy's RSS (ARCHITECTURE.md, TLS); NaN when the admin port does not answer."""
+        url = f"http://127.0.0.1:{self.stack.port['admin']}/stats"
+        params = {"format": "json", "filter": r"on_demand_secret\.cert_active$"}
+        try:
+            async with self.session.get(url, params=params) as resp:
+                stats = (await resp.json(content_type=None))["stats"]
+        except (aiohttp.ClientError, ValueError, KeyError):
+            return float("nan")
+        return float(sum(s.get("value", 0) for s in stats))
 
 
 # -- phases --------------------------------------------------------------------------------------------
@@ -312,14 +412,19 @@ class Bench:
 
 async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     hosts = [common.host_name(i) for i in range(n)]
-    items = [(INGRESSES, ingress(f"ing-{i}", h, i)) for i, h in enumerate(hosts)]
+    made = time.perf_counter()
+    items = b.objects_of([(f"ing-{i}", h, i) for i, h in enumerate(hosts)])
+    mix = tls_mix(hosts, b.ca is not None)
+    objects_s = time.perf_counter() - made
+    log(f"objects for {n} hosts ({mix}) made in {objects_s:.1f}s")
+    secrets = mix["own_cert"] + (NAMESPACES if b.ca else 0)  # a Secret is a unit too
     t0 = time.perf_counter()
     accepted = await b.create_many(items, concurrency)
     posted = max((a[0] for a in accepted), default=t0)
     b.hosts.extend(hosts)
     progress: list[tuple[float, int]] = []
     b.progress = progress
-    in_redis = await b.wait_units(n + common.SERVICES * NAMESPACES, progress)
+    in_redis = await b.wait_units(n + common.SERVICES * NAMESPACES + secrets, progress)
     served = await b.wait_hosts(b.sample(), timeout=600.0)
     log(
         f"loaded {n}: posted in {posted - t0:.1f}s, in Redis at {in_redis - t0:.1f}s, "
@@ -327,6 +432,8 @@ async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     )
     quiet = await b.wait_quiet()
     return {
+        "mix": mix,
+        "objects_s": round(objects_s, 2),  # building the objects, certificates included: untimed
         "post_s": round(posted - t0, 2),
         "post_rate": round(n / max(posted - t0, 1e-9)),
         "redis_s": round(in_redis - t0, 2),
@@ -336,13 +443,47 @@ async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     }
 
 
+async def tls_check(b: Bench) -> dict[str, Any]:
+    """One loaded host of each kind, as a client sees it: the names on the certificate its HTTPS answer
+    came with (the wildcard for a platform host, exactly the host for a custom domain), who answered,
+    and the status of a plain-HTTP request (308 to HTTPS: the redirect a TLS host gets)."""
+    out: dict[str, Any] = {}
+    for kind in (PLATFORM, CUSTOM):
+        host = next((h for h in b.hosts if kind_of(h) == kind), None)
+        if host is None:
+            continue
+        https = await b.ask(host)
+        http = await common.ask(b.gateway, host, common.PROBE_PATH)
+        out[kind] = {
+            "host": host,
+            "https_status": https.status,
+            "backend": https.backend,
+            "cert_names": list(https.names),
+            "http_status": http.status,
+        }
+    log(f"TLS check: {out}")
+    return out
+
+
+def activation_host(k: int) -> str:
+    """The k-th timed host: one in five a custom domain (the second of every five, so that a short run
+    has both kinds), the others platform hosts."""
+    return f"www.new-{k}.example" if k % 5 == 1 else f"new-{k}.{common.PLATFORM_DOMAIN}"
+
+
 async def one_change(b: Bench, name: str, host: str, i: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Create one host (a custom domain's Secret first, untimed) and time its Ingress from the 201 to the
+    first answer from the echo through Envoy."""
+    *before, (path, body) = b.objects(name, host, i)
+    for post in before:
+        await b.post(*post)
     sent = time.perf_counter()
-    accepted, accepted_ns = await b.post(INGRESSES, ingress(name, host, i))
-    served = await common.wait_answered(b.gateway, host, common.PROBE_PATH, common.ECHO_MAIN, timeout)
+    accepted, accepted_ns = await b.post(path, body)
+    served = await b.wait_answered(host, timeout)
     b.hosts.append(host)
     return {
         "host": host,
+        "kind": kind_of(host),
         "ms": round((served - accepted) * 1000, 3),
         "post_ms": round((accepted - sent) * 1000, 3),
         "accepted_ns": accepted_ns,
@@ -354,15 +495,23 @@ async def one_change(b: Bench, name: str, host: str, i: int, timeout: float = 12
 async def activation(b: Bench, adds: int, pause: float) -> dict[str, Any]:
     samples = []
     for k in range(adds):
-        host = f"new-{k}.{common.PLATFORM_DOMAIN}"
-        samples.append(await one_change(b, f"new-{k}", host, k))
+        samples.append(await one_change(b, f"new-{k}", activation_host(k), k))
         await asyncio.sleep(pause)
     splits = await b.splits(samples)
     ms = [s["ms"] for s in samples]
     log(f"activation: p50 {common.percentile(ms, 50):.1f} ms, p99 {common.percentile(ms, 99):.1f} ms")
+    kinds = [s["kind"] for s in samples]
+    by_kind = {
+        kind: common.summary([m for m, k in zip(ms, kinds, strict=True) if k == kind])
+        for kind in (PLATFORM, CUSTOM)
+        if kind in kinds
+    }
     return {
         "add": common.summary(ms),
         "add_ms": ms,
+        "add_kind": kinds,
+        "mix": tls_mix([s["host"] for s in samples], b.ca is not None),
+        "by_kind": by_kind,
         "post_ms": common.summary([s["post_ms"] for s in samples]),
         "stages": stages.summarize(splits),
         "traced": len(splits),
@@ -390,7 +539,7 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
     names = [f"burst-{k}" for k in range(count)]
     hosts = [common.host_name(first + k).replace("app-", "burst-").replace("tenant-", "burst-tenant-")
              for k in range(count)]  # fmt: skip
-    items = [(INGRESSES, ingress(n, h, first + k)) for k, (n, h) in enumerate(zip(names, hosts, strict=True))]
+    items = b.objects_of([(n, h, first + k) for k, (n, h) in enumerate(zip(names, hosts, strict=True))])
     profiles = start_profiles(b, profile_dir, 900) if profile_dir else []
     if profiles:
         await asyncio.sleep(1.0)  # py-spy attaches
@@ -402,7 +551,7 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         # Envoy's one worker thread and the pipeline for the two cores, and slow what is measured.
         for k in range(j, count, sweepers):
             while True:
-                reply = await common.ask(b.gateway, hosts[k], common.PROBE_PATH)
+                reply = await b.ask(hosts[k])
                 if reply.status == 200 and reply.backend == common.ECHO_MAIN:
                     served[k] = time.perf_counter()
                     break
@@ -437,6 +586,7 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
     splits = await b.splits(samples)
     return {
         "count": count,
+        "mix": tls_mix(hosts, b.ca is not None),
         "post_s": round(posted, 2),
         "accept_rate": round(count / posted),
         "all_served_s": round(all_served, 2),
@@ -527,19 +677,24 @@ async def drive(
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
     redis = aioredis.Redis(port=stack.port["redis"])
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        b = Bench(stack, session, redis)
+        b = Bench(stack, session, redis, BenchCA() if args.tls else None)
         out["leases_settled_s"] = await b.wait_leases()
-        await b.create_many([x for i in range(NAMESPACES) for x in backends(echo_port, namespace_of(i))], 16)
+        setup = [[x] for i in range(NAMESPACES) for x in backends(echo_port, namespace_of(i))]
+        if b.ca is not None:
+            setup += [[wildcard_secret(b.ca, namespace_of(i))] for i in range(NAMESPACES)]
+        await b.create_many(setup, 16)
         out["load"] = await bulk_load(b, args.n, args.concurrency)
+        if b.ca is not None:
+            out["tls_check"] = await tls_check(b)
         out["loadavg_loaded"] = common.machine_info()["loadavg"]
-        out["memory_loaded"] = b.memory()
+        out["memory_loaded"] = await b.memory()
         log(f"memory after load: {out['memory_loaded']}")
         out["activation"] = await activation(b, args.adds, args.pause)
         out["loadavg_activation"] = common.machine_info()["loadavg"]
         if args.burst:
             out["burst"] = await burst(b, args.burst, args.concurrency, profile_dir)
             out["loadavg_burst"] = common.machine_info()["loadavg"]
-            out["memory_burst"] = b.memory()
+            out["memory_burst"] = await b.memory()
             await b.wait_quiet()
         if args.cold:
             out["cold_envoy"] = await cold_envoy(b)
@@ -547,7 +702,7 @@ async def drive(
             out["restart_pusher"] = await restart_pusher(b)
             await b.wait_quiet()
             out["restart_compiler"] = await restart_compiler(b)
-        out["memory_end"] = b.memory()
+        out["memory_end"] = await b.memory()
         out["hosts_total"] = len(b.hosts)
     await redis.aclose()
 
@@ -585,6 +740,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=10000, help="new Ingresses in the burst (0: skip)")
     parser.add_argument("--concurrency", type=int, default=64, help="POSTs in flight (bulk load, burst)")
     parser.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold starts")
+    parser.add_argument(
+        "--no-tls",
+        dest="tls",
+        action="store_false",
+        help="plain-HTTP hosts and no Secrets (the mix of the runs before the TLS mix, to compare with them)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the services during the burst")
     parser.add_argument(
         "--lease-ttl-ms",
@@ -626,6 +787,7 @@ def main(argv: list[str] | None = None) -> Path:
             "concurrency": args.concurrency,
             "shards": 64,
             "namespaces": NAMESPACES,
+            "tls": args.tls,
             "compilers": 2,
             "profile": args.profile,
             "lease_ttl_ms": int(os.environ.get("SHARDGATE_LEASE_TTL_MS", "3000")),

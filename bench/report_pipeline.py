@@ -61,14 +61,32 @@ def _pick(rows: Rows, n: int | None, phase: str) -> tuple[str, dict[str, Any]] |
     return hits[-1] if hits else None
 
 
+def mix(phase: dict[str, Any] | None) -> str:
+    """A phase's hosts by how they are served; runs from before the TLS mix recorded none: plain HTTP."""
+    m = (phase or {}).get("mix")
+    if not m:
+        return "plain HTTP"
+    parts = [(m.get("wildcard_cert", 0), "wildcard cert"), (m.get("own_cert", 0), "own cert"),
+             (m.get("plain", 0), "plain HTTP")]  # fmt: skip
+    return " + ".join(f"{count:,} {what}" for count, what in parts if count) or "–"
+
+
+def by_kind(activation: dict[str, Any]) -> str:
+    """Activation of platform hosts (wildcard certificate) and of custom domains (own certificate,
+    Secret created just before the Ingress), each p50 / p99 (samples)."""
+    kinds = activation.get("by_kind") or {}
+    cells = [f"{kind} {_pp(s)} ({s['n']})" for kind, s in kinds.items() if s.get("n")]
+    return " · ".join(cells) or "–"
+
+
 def activation_table(by_n: Rows) -> str:
-    head = ["N", "activation p50 / p99 ms (samples)", "POST → 201 p50 / p99 ms",
-            "load avg (1 min) after load / after the samples", "run"]  # fmt: skip
+    head = ["N", "activation p50 / p99 ms (samples)", "by kind: p50 / p99 ms (samples)",
+            "POST → 201 p50 / p99 ms", "load avg (1 min) after load / after the samples", "run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, (tag, r) in by_n:
         a = r["activation"]
         lines.append(
-            f"| {n:,} | {_pp(a['add'])} ({a['add']['n']}) | {_pp(a['post_ms'])} | "
+            f"| {n:,} | {_pp(a['add'])} ({a['add']['n']}) | {by_kind(a)} | {_pp(a['post_ms'])} | "
             f"{_la(r.get('loadavg_loaded'))} / {_la(r.get('loadavg_activation'))} | [{tag}] |"
         )
     return "\n".join(lines)
@@ -92,24 +110,40 @@ def stage_table(by_n: Rows, phase: str) -> str:
 
 
 def load_table(by_n: Rows) -> str:
-    head = ["N", "namespaces", "all POSTs accepted", "all fragments in Redis", "sample served through Envoy",
-            "domains/s through the pipeline", "load avg (1 min) after", "run"]  # fmt: skip
+    head = ["N", "namespaces", "hosts served with", "all POSTs accepted", "all fragments in Redis",
+            "sample served through Envoy", "domains/s through the pipeline", "load avg (1 min) after",
+            "run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, (tag, r) in by_n:
         ld = r.get("load")
         if not ld:
             continue
         lines.append(
-            f"| {n:,} | {r.get('namespaces', 1)} | {ld['post_s']:.1f} s ({ld['post_rate']:,}/s) | "
+            f"| {n:,} | {r.get('namespaces', 1)} | {mix(ld)} | "
+            f"{ld['post_s']:.1f} s ({ld['post_rate']:,}/s) | "
             f"{ld['redis_s']:.1f} s | {ld['served_s']:.1f} s | {n / ld['served_s']:,.0f} | "
             f"{_la(r.get('loadavg_loaded'))} | [{tag}] |"
         )
     return "\n".join(lines)
 
 
+def tls_checks(by_n: Rows) -> str:
+    """What a client of one loaded host of each kind got: the proof that the mix is served as declared."""
+    out = []
+    for n, (tag, r) in by_n:
+        for kind, c in (r.get("tls_check") or {}).items():
+            names = ", ".join(f"`{x}`" for x in c.get("cert_names", [])) or "none"
+            out.append(
+                f"- [{tag}] N = {n:,}, {kind} host `{c['host']}`: HTTPS {c['https_status']} from "
+                f"{c.get('backend') or '–'} with a certificate for {names}; plain HTTP {c['http_status']}"
+            )
+    return "\n".join(out)
+
+
 def burst_table(by_n: Rows) -> str:
-    head = ["N before", "namespaces", "new Ingresses", "all POSTs accepted", "all served through Envoy",
-            "sustained domains/s", "load avg after", "py-spy attached", "run"]  # fmt: skip
+    head = ["N before", "namespaces", "new Ingresses", "served with", "all POSTs accepted",
+            "all served through Envoy", "sustained domains/s", "load avg after", "py-spy attached",
+            "run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, (tag, r) in by_n:
         b = r.get("burst")
@@ -118,7 +152,8 @@ def burst_table(by_n: Rows) -> str:
         accepted = f"{b['post_s']:.1f} s ({b['accept_rate']:,}/s)"
         spied = "yes" if b.get("profiles") else "no"
         lines.append(
-            f"| {n:,} | {r.get('namespaces', 1)} | {b['count']:,} | {accepted} | {b['all_served_s']:.1f} s | "
+            f"| {n:,} | {r.get('namespaces', 1)} | {b['count']:,} | {mix(b)} | {accepted} | "
+            f"{b['all_served_s']:.1f} s | "
             f"{b['rate']:,} | {_la(r.get('loadavg_burst'))} | {spied} | [{tag}] |"
         )
     return "\n".join(lines)
@@ -150,7 +185,7 @@ def cold_table(by_n: Rows, ttl: dict[str, int]) -> str:
 
 def memory_table(by_n: Rows) -> str:
     head = ["N", "when", "watcher", "compiler-1", "compiler-2", "pusher", "**ours total**", "Envoy", "NATS",
-            "Redis", "API stand-in", "OTLP receiver", "run"]  # fmt: skip
+            "Redis", "API stand-in", "OTLP receiver", "certificates Envoy holds", "run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, (tag, r) in by_n:
         for key, when in (("memory_loaded", "after the load"), ("memory_burst", "after the burst")):
@@ -161,6 +196,8 @@ def memory_table(by_n: Rows) -> str:
                      "kubeapi", "otlp")  # fmt: skip
             cells = [f"{m.get(k, 0):.0f}" for k in names]
             cells[4] = f"**{cells[4]}**"
+            certs = m.get("envoy_certs")
+            cells.append("–" if certs is None or math.isnan(certs) else f"{certs:,.0f}")
             lines.append(f"| {n:,} | {when} | " + " | ".join(cells) + f" | [{tag}] |")
     return "\n".join(lines)
 
@@ -283,9 +320,13 @@ def pipeline_section(all_runs: list[Run]) -> str:
     return "\n\n".join(
         [
             "### Targets\n\n" + targets_table(by_n, ttl),
-            "### Bulk load through the front door\n\nSeconds from the first POST.\n\n" + load_table(by_n),
+            "### Bulk load through the front door\n\nSeconds from the first POST.\n\n"
+            + load_table(by_n)
+            + (f"\n\nAfter the load, one host of each kind:\n\n{tls}" if (tls := tls_checks(by_n)) else ""),
             "### A new Ingress, one at a time\n\nMilliseconds from the API stand-in's 201 for the POST to "
-            "the first 200 from the echo through Envoy.\n\n" + activation_table(by_n),
+            "the first 200 from the echo through Envoy (over HTTPS for a TLS host). By kind: platform hosts "
+            "(the wildcard certificate) and custom domains (their own certificate, whose Secret is created "
+            "just before the Ingress).\n\n" + activation_table(by_n),
             "Where the time goes (p50 / p99 ms per stage; the stages add up to the activation; a negative "
             "figure means the two instants overlap, e.g. the watch event arrives before the 201 reaches the "
             "client):\n\n" + stage_table(by_n, "activation"),

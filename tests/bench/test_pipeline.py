@@ -113,6 +113,18 @@ def test_tiny_run_goes_through_every_phase(tmp_path: Path) -> None:
     r = run["result"]
     assert r["activation"]["add"]["n"] == 2 and r["activation"]["traced"] >= 1
     assert r["burst"]["count"] == 20 and r["burst"]["all_served_s"] > 0
+    # The TLS mix: every host is served over HTTPS, platform hosts with the wildcard certificate, custom
+    # domains with their own; plain HTTP is redirected.
+    assert run["settings"]["tls"] is True
+    assert r["load"]["mix"] == {"wildcard_cert": 24, "own_cert": 6, "plain": 0}
+    assert r["burst"]["mix"] == {"wildcard_cert": 16, "own_cert": 4, "plain": 0}
+    assert r["activation"]["add_kind"] == ["platform", "custom"]
+    assert {k: s["n"] for k, s in r["activation"]["by_kind"].items()} == {"platform": 1, "custom": 1}
+    platform, custom = r["tls_check"]["platform"], r["tls_check"]["custom"]
+    assert platform["cert_names"] == ["*.apps.bench.test"] and custom["cert_names"] == [custom["host"]]
+    for check in (platform, custom):
+        assert (check["https_status"], check["backend"], check["http_status"]) == (200, "echo-main", 308)
+    assert r["memory_burst"]["envoy_certs"] >= 20  # every burst host's SNI was asked for
     assert r["cold_envoy"]["probed"] > 0 and r["restart_pusher"]["new_host_served_s"] > 0
     assert "served_s" in r["restart_compiler"], r["restart_compiler"]
     assert r["memory_loaded"]["ours_total"] > 0 and r["memory_loaded"]["envoy"] > 0
