@@ -79,11 +79,13 @@ class Feedback:
         component: str,
         allowed: Callable[[], bool],
         retry_delay: float = 1.0,
+        concurrency: int = 16,
     ) -> None:
         self.api = api
         self.component = component
         self.allowed = allowed  # only the leader writes
         self.retry_delay = retry_delay
+        self.concurrency = concurrency  # status writes in flight: one at a time trailed a burst by minutes
         self._status: dict[tuple[str, str], list[Obj]] = {}
         self._events: dict[tuple[str, str, str], tuple[Obj, str]] = {}
         self._reported: dict[tuple[str, str, str], str] = {}
@@ -124,6 +126,43 @@ class Feedback:
         self._events.pop((kind, namespace, name), None)
         self._reported.pop((kind, namespace, name), None)
 
+    async def _write_statuses(self) -> bool:
+        """Write the wanted statuses, `concurrency` at a time; True when one failed transiently (the
+        caller waits before trying again). One Ingress never has two writes in flight: a wish made
+        while its write is under way waits for it, so the latest wish is the one that lands."""
+        failed = False
+        inflight: set[tuple[str, str]] = set()
+        finished = asyncio.Event()  # a write ended: a slot is free, or a waiting wish may go
+
+        async def write(key: tuple[str, str], lb: list[Obj]) -> None:
+            nonlocal failed
+            try:
+                await self.api.patch_ingress_status(key[0], key[1], {"ingress": lb or None})
+            except NotFound:
+                pass
+            except KubeError as exc:
+                log.warning("status of ingress %s/%s not written: %s", key[0], key[1], exc)
+                if isinstance(exc, Transient):
+                    self._status.setdefault(key, lb)
+                    failed = True
+            finally:
+                inflight.discard(key)
+                finished.set()
+
+        async with asyncio.TaskGroup() as group:
+            while not failed and self.allowed():
+                # Skips at most the Ingresses being written (`concurrency` of them).
+                key = next((k for k in self._status if k not in inflight), None)
+                if key is None and not inflight:
+                    break
+                if key is None or len(inflight) >= self.concurrency:
+                    finished.clear()
+                    await finished.wait()
+                    continue
+                inflight.add(key)
+                group.create_task(write(key, self._status.pop(key)))
+        return failed
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
@@ -132,19 +171,7 @@ class Feedback:
                 self._status.clear()
                 self._events.clear()
                 continue
-            failed = False
-            while self._status and self.allowed():
-                key, lb = self._status.popitem()
-                try:
-                    await self.api.patch_ingress_status(key[0], key[1], {"ingress": lb or None})
-                except NotFound:
-                    pass
-                except KubeError as exc:
-                    log.warning("status of ingress %s/%s not written: %s", key[0], key[1], exc)
-                    if isinstance(exc, Transient):
-                        self._status.setdefault(key, lb)
-                        failed = True
-                        break
+            failed = await self._write_statuses()
             while self._events and self.allowed() and not failed:
                 ekey, (obj, message) = self._events.popitem()
                 now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -122,3 +122,54 @@ async def test_reasons_withdrawn_while_their_event_is_being_written_are_reported
         assert api.events == [("second", "bad"), ("second", "bad")]
     finally:
         await feedback.stop()
+
+
+class _GatedStatus:
+    """A FeedbackApi whose status writes wait until the test opens the gate; it records what overlapped."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.inflight: list[tuple[str, str]] = []
+        self.most_inflight = 0
+        self.written: list[tuple[str, Obj]] = []
+
+    async def patch_ingress_status(self, namespace: str, name: str, load_balancer: Obj) -> Obj:
+        self.inflight.append((namespace, name))
+        self.most_inflight = max(self.most_inflight, len(self.inflight))
+        await self.gate.wait()
+        self.inflight.remove((namespace, name))
+        self.written.append((name, load_balancer))
+        return {}
+
+    async def create_event(self, involved: Obj, reason: str, message: str, component: str, now: str) -> Obj:
+        return {}
+
+
+async def _settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_status_writes_overlap_up_to_the_limit_and_the_latest_wish_lands_last() -> None:
+    api = _GatedStatus()
+    feedback = Feedback(api, "shardgate", allowed=lambda: True, concurrency=3)
+    feedback.start()
+    try:
+        for i in range(5):
+            feedback.want_status("ns", f"ing-{i}", [{"ip": "10.0.0.1"}])
+        await _settle()
+        assert len(api.inflight) == 3  # three at once, not one after another
+        first = api.inflight[0][1]
+        feedback.want_status("ns", first, [])  # a newer wish while its write is under way: waits for it
+        await _settle()
+        assert api.inflight.count(("ns", first)) == 1
+        api.gate.set()
+        await _settle()
+        assert api.most_inflight == 3
+        assert sorted(name for name, _ in api.written) == sorted([*(f"ing-{i}" for i in range(5)), first])
+        assert [lb for name, lb in api.written if name == first] == [
+            {"ingress": [{"ip": "10.0.0.1"}]},
+            {"ingress": None},
+        ]
+    finally:
+        await feedback.stop()
