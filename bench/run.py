@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": common.machine_info(),
         "versions": {
             "envoy": common.tool_version([envoy_binary(), "--version"]),
-            "nginx": common.tool_version([nginx_reload.nginx_binary(), "-v"]),
+            "nginx": common.tool_version([shutil.which("nginx") or "/usr/sbin/nginx", "-v"]),
         },
         "settings": {
             "sizes": args.sizes,
