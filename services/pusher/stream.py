@@ -1,9 +1,9 @@
 """The life of one ADS stream, shared by Delta and SotW: read requests, wait for changes, push.
 
 Two tasks per stream: the gRPC handler's own task writes, a reader task applies Envoy's requests to the
-stream's state. Both requests and cache changes only mark state and set one event; the writer then waits
-`hold_off` (so a burst of changes collapses into one response per type), builds the responses from the
-current state and writes them in push order. While a write is blocked on a slow Envoy, further changes
+stream's state. Both requests and cache changes only mark state and set one event; the writer then yields
+(`hold_off`, by default one turn of the loop, so changes applied together go out together), builds the
+responses from the current state and writes them in push order. While a write is blocked on a slow Envoy, further changes
 keep collapsing into the next push, so a slow gateway costs the pusher memory proportional to the names
 pending, never a queue of stale responses.
 """
@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 Req = Any
 Resp = Any
 
-# Long enough to collapse a burst of notices arriving together, short next to Envoy's own ~2-7 ms apply.
-DEFAULT_HOLD_OFF = 0.002
+# The writer yields once (`hold_off` 0) before building responses, so changes applied in the same turn of
+# the event loop go out together; it does not wait longer. A fixed wait (it was 2 ms) put that much on every
+# lone change's activation, and a burst is folded by flow control instead: while a push is unanswered
+# (Delta: one per type, `delta.py`) or being written, changes collect into the next one.
+DEFAULT_HOLD_OFF = 0.0
 
 
 class AdsStream:
@@ -71,8 +74,7 @@ class AdsStream:
                 await self._wake.wait()
                 if self._closed:
                     break
-                if self.hold_off > 0:
-                    await asyncio.sleep(self.hold_off)
+                await asyncio.sleep(self.hold_off)
                 self._wake.clear()
                 for response in self.responses():
                     await write(response)

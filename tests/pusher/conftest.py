@@ -71,6 +71,8 @@ class Gateway:
         """Names Envoy holds in its config dump, e.g. `dynamic_active_clusters` → cluster names."""
         url = f"{self.envoy.admin_url}/config_dump?resource={resource}"
         async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            if resp.status != 200:  # e.g. before the first scope arrives Envoy answers 404 in plain text
+                return set()
             dump = await resp.json(content_type=None)
         names: set[str] = set()
         for entry in dump.get("configs", []):
