@@ -388,6 +388,12 @@ class Bench:
                 out.append(split)
         return out
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process of the stack, and by this driver (its POSTs, probes)."""
+        used = {name: common.cpu_seconds(pid) for name in OURS + OTHERS if (pid := self.pid(name))}
+        used["driver"] = sum(os.times()[:2])
+        return used
+
     async def memory(self) -> dict[str, float]:
         rss = {name: round(common.rss_mb(pid), 1) for name in OURS + OTHERS if (pid := self.pid(name))}
         rss["ours_total"] = round(sum(rss.get(n, 0.0) for n in OURS), 1)
@@ -410,6 +416,21 @@ class Bench:
 # -- phases --------------------------------------------------------------------------------------------
 
 
+def cpu_used(before: dict[str, float], after: dict[str, float], ingresses: int) -> dict[str, Any]:
+    """Where the CPU of a phase went: seconds per process, and milliseconds per Ingress, of all of them
+    together and of ours (watcher, compilers, pusher). On two cores, a phase that keeps both busy is
+    bounded by the total, whatever the pipeline's parallelism."""
+    seconds = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
+    total = sum(seconds.values())
+    ours = sum(v for k, v in seconds.items() if k in OURS)
+    return {
+        "seconds": dict(sorted(seconds.items(), key=lambda kv: -kv[1])),
+        "total_s": round(total, 2),
+        "ms_per_ingress": round(total * 1000 / max(ingresses, 1), 2),
+        "ours_ms_per_ingress": round(ours * 1000 / max(ingresses, 1), 2),
+    }
+
+
 async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     hosts = [common.host_name(i) for i in range(n)]
     made = time.perf_counter()
@@ -418,6 +439,7 @@ async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     objects_s = time.perf_counter() - made
     log(f"objects for {n} hosts ({mix}) made in {objects_s:.1f}s")
     secrets = mix["own_cert"] + (NAMESPACES if b.ca else 0)  # a Secret is a unit too
+    cpu_before = b.cpu()
     t0 = time.perf_counter()
     accepted = await b.create_many(items, concurrency)
     posted = max((a[0] for a in accepted), default=t0)
@@ -426,6 +448,7 @@ async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
     b.progress = progress
     in_redis = await b.wait_units(n + common.SERVICES * NAMESPACES + secrets, progress)
     served = await b.wait_hosts(b.sample(), timeout=600.0)
+    cpu = cpu_used(cpu_before, b.cpu(), n)
     log(
         f"loaded {n}: posted in {posted - t0:.1f}s, in Redis at {in_redis - t0:.1f}s, "
         f"served at {served - t0:.1f}s"
@@ -439,6 +462,7 @@ async def bulk_load(b: Bench, n: int, concurrency: int) -> dict[str, Any]:
         "redis_s": round(in_redis - t0, 2),
         "served_s": round(served - t0, 2),
         "quiet_after_s": round(quiet, 1),
+        "cpu": cpu,
         "progress": progress,
     }
 
@@ -559,10 +583,12 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
                     raise TimeoutError(f"burst host {hosts[k]} not served within 600 s")
                 await asyncio.sleep(SWEEP_POLL)
 
+    cpu_before = b.cpu()
     t0, t0_ns = time.perf_counter(), time.time_ns()
     creating = asyncio.create_task(b.create_many(items, concurrency))
     await asyncio.gather(*(sweep(j) for j in range(sweepers)))
     accepted = await creating
+    cpu = cpu_used(cpu_before, b.cpu(), count)
     all_served = max(served) - t0
     posted = max(a[0] for a in accepted) - t0
     b.hosts.extend(hosts)
@@ -577,7 +603,10 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         profile_files[name] = (
             str(path) if path.exists() else f"missing: {err.decode(errors='replace')[-300:]}"
         )
-    log(f"burst of {count}: posted in {posted:.1f}s, all served at {all_served:.1f}s")
+    log(
+        f"burst of {count}: posted in {posted:.1f}s, all served at {all_served:.1f}s; CPU {cpu['total_s']}s "
+        f"({cpu['ms_per_ingress']} ms per Ingress, ours {cpu['ours_ms_per_ingress']})"
+    )
     step = max(1, count // 100)
     picks = list(range(0, count, step))
     # A sweeper reaches a host only after the hosts before it in its share, so its answer time is not the
@@ -594,6 +623,7 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         "t0_ns": t0_ns,
         "stages": stages.summarize(splits),
         "traced": len(splits),
+        "cpu": cpu,
         "profiles": profile_files,
     }
 

@@ -159,6 +159,29 @@ def burst_table(by_n: Rows) -> str:
     return "\n".join(lines)
 
 
+CPU_COLUMNS = ("watcher", "compiler-1", "compiler-2", "pusher", "nats", "redis", "envoy", "kubeapi", "otlp",
+               "driver")  # fmt: skip
+
+
+def cpu_table(by_n: Rows) -> str:
+    """CPU seconds per process during the load and the burst, and per Ingress: on two cores a phase is
+    bounded by the total, however the work is spread."""
+    head = ["N", "phase", "Ingresses", *CPU_COLUMNS, "all (ms / Ingress)", "ours (ms / Ingress)", "run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in by_n:
+        for phase, count in (("load", n), ("burst", (r.get("burst") or {}).get("count", 0))):
+            cpu = (r.get(phase) or {}).get("cpu")
+            if not cpu:
+                continue
+            secs = cpu["seconds"]
+            cells = [f"{secs[c]:.1f}" if c in secs else "–" for c in CPU_COLUMNS]
+            lines.append(
+                f"| {n:,} | {phase} | {count:,} | " + " | ".join(cells) + f" | {cpu['total_s']:.0f} s "
+                f"({cpu['ms_per_ingress']:.1f}) | {cpu['ours_ms_per_ingress']:.1f} | [{tag}] |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else "Not recorded in the runs on this page."
+
+
 def cold_table(by_n: Rows, ttl: dict[str, int]) -> str:
     head = [
         "N",
@@ -333,6 +356,8 @@ def pipeline_section(all_runs: list[Run]) -> str:
             "### Burst\n\n" + burst_table(by_n),
             "Where the time goes in the burst (p50 / p99 ms per stage, from a sample of about 100 traces "
             "spread over the burst, up to Envoy's ACK):\n\n" + stage_table(by_n, "burst"),
+            "CPU seconds each process used from the first POST until every host was served (`driver`: the "
+            "benchmark's own POSTs and probes), and per Ingress:\n\n" + cpu_table(by_n),
             "### Cold start\n\n" + cold_table(by_n, ttl),
             "### Memory (VmRSS, MB)\n\n" + memory_table(by_n),
             "### Profiles during the burst (py-spy, share of busy samples)\n\n" + profiles_section(runs),
