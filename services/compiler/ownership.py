@@ -80,7 +80,7 @@ class Ownership:
         want = desired_shards(self.settings.worker_id, members, self.settings.shards)
         await self._reap()
         held = [*self.workers, *self.draining]
-        renewed = await asyncio.gather(*(self.store.renew(s, self.token, ttl) for s in held))
+        renewed = await self.store.renew_many(held, self.token, ttl)
         for shard, ok in zip(held, renewed, strict=True):
             if not ok:
                 # Someone else may own it now: stop at once (a late commit is fenced anyway).

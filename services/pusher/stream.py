@@ -3,9 +3,9 @@
 Two tasks per stream: the gRPC handler's own task writes, a reader task applies Envoy's requests to the
 stream's state. Both requests and cache changes only mark state and set one event; the writer then yields
 (`hold_off`, by default one turn of the loop, so changes applied together go out together), builds the
-responses from the current state and writes them in push order. While a write is blocked on a slow Envoy, further changes
-keep collapsing into the next push, so a slow gateway costs the pusher memory proportional to the names
-pending, never a queue of stale responses.
+responses from the current state and writes them in push order. While a write is blocked on a slow Envoy,
+further changes keep collapsing into the next push, so a slow gateway costs the pusher memory proportional
+to the names pending, never a queue of stale responses.
 """
 
 from __future__ import annotations

@@ -59,6 +59,15 @@ async def test_commit_without_the_lease_is_refused(store: ShardStore) -> None:
     assert await store.acquire(1, "new", 5000)
 
 
+async def test_renew_many_renews_only_the_leases_held(store: ShardStore) -> None:
+    assert await store.acquire(4, "me", 5000) and await store.acquire(5, "other", 5000)
+    assert await store.acquire(6, "me", 200)
+    assert await store.renew_many([4, 5, 6, 7], "me", 60_000) == [True, False, True, False]
+    assert await store.r.pttl("sg:{6}:lease") > 1000  # extended past its 200 ms
+    assert await store.lease_holder(5) == "other" and await store.lease_holder(7) is None
+    assert await store.renew_many([], "me", 5000) == []
+
+
 async def test_a_reader_too_far_behind_is_told_to_take_the_snapshot(store: ShardStore) -> None:
     assert await store.acquire(0, "me", 5000)
     for rev in range(1, 400):
