@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shardgate.cli.console import make_console
-from shardgate.local.spans import SpanStore, TraceView
+from shardgate.local.spans import SPANS_FILE, SpanStore, TraceView
 from shardgate.local.state import read_state, stack_dir
 from shardgate.local.timeline import ACK_SPAN, Timeline, build_timeline
 
@@ -49,7 +49,10 @@ def fetch_trace(host: str, otlp_http: str | None, directory: Path, timeout: floa
         except (urllib.error.URLError, OSError) as exc:
             if otlp_http is not None:  # asked for explicitly: no silent fallback
                 raise TraceSourceError(f"cannot reach the OTLP receiver at {url}: {exc}") from exc
-    spans_file = Path((state or {}).get("otlp", {}).get("spans") or directory / "otlp" / "spans.jsonl")
+    recorded = (state or {}).get("otlp", {}).get("spans")
+    spans_file = Path(recorded) if recorded else directory / "otlp" / SPANS_FILE
+    if spans_file.name != SPANS_FILE:  # a state.json that still names the JSONL file the receiver once kept
+        spans_file = spans_file.with_name(SPANS_FILE)
     if not spans_file.exists():
         raise TraceSourceError(f"no running receiver and no span file at {spans_file}")
     return SpanStore.from_file(spans_file).newest_for_host(host)

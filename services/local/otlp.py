@@ -2,10 +2,14 @@
 
 There is no Jaeger or OpenTelemetry Collector to install on these machines, and the local stack only
 needs "the spans of one change": this process accepts OTLP/gRPC `TraceService.Export` from the real SDK
-exporter (point OTEL_EXPORTER_OTLP_ENDPOINT at `http://127.0.0.1:<grpc-port>`), keeps the spans in a
-bounded `SpanStore`, appends them to `<dir>/spans.jsonl`, and answers on HTTP:
+exporter (point OTEL_EXPORTER_OTLP_ENDPOINT at `http://127.0.0.1:<grpc-port>`) and answers on HTTP.
 
-    GET /healthz                 -> {"spans": N}
+It shares the machine with the pipeline the benchmarks time, so taking spans must cost next to nothing:
+`Export` is registered raw (bytes in, no deserializer), and each request's bytes go unread into a bounded
+ring and onto `<dir>/spans.pb` (format: `spans.py`). Spans are decoded only when a question comes, and
+only from the batches that can answer it (`SpanStore`).
+
+    GET /healthz                 -> {"spans": N, "batches": B, "bytes": M} (kept in memory)
     GET /traces?host=H           -> the newest trace naming host H: {"trace_id", "spans", "linked"} or 404
     GET /traces?limit=N          -> summaries of the newest N traces
     GET /traces/{trace_id}       -> one trace, or 404
@@ -24,32 +28,36 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from shardgate.local.spans import SpanStore, spans_from_request
+from shardgate.local.spans import SPANS_FILE, SpanStore
 
 log = logging.getLogger("shardgate.local.otlp")
 
 STORE_KEY = web.AppKey("store", SpanStore)
-SPANS_FILE = "spans.jsonl"
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+EMPTY_RESPONSE = b""
+"""An `ExportTraceServiceResponse` with no partial-success report serializes to nothing."""
+
+__all__ = ["SPANS_FILE", "Receiver", "export_handler", "main", "make_http_app"]
 
 
-class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, store: SpanStore) -> None:
-        self.store = store
+def export_handler(store: SpanStore) -> grpc.GenericRpcHandler:
+    """`TraceService/Export` taking the request as bytes: no protobuf is decoded on the way in."""
 
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
+    async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
-            self.store.add(spans_from_request(request))
+            store.add_export(request)
         except OSError as exc:  # a full disk loses the file copy, never the export
             log.warning("could not append spans: %s", exc)
-        return trace_service_pb2.ExportTraceServiceResponse()
+        return EMPTY_RESPONSE
+
+    method = grpc.unary_unary_rpc_method_handler(export, request_deserializer=None, response_serializer=None)
+    return grpc.method_handlers_generic_handler(SERVICE, {"Export": method})
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"spans": len(request.app[STORE_KEY])})
+    store = request.app[STORE_KEY]
+    return web.json_response({"spans": len(store), "batches": store.batches, "bytes": store.raw_bytes})
 
 
 async def _traces(request: web.Request) -> web.Response:
@@ -96,9 +104,7 @@ class Receiver:
 
     async def start(self) -> None:
         self._grpc = grpc.aio.server()
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            TraceReceiver(self.store), self._grpc
-        )
+        self._grpc.add_generic_rpc_handlers((export_handler(self.store),))
         self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
         await self._grpc.start()
         self._runner = web.AppRunner(make_http_app(self.store), access_log=None)
@@ -124,12 +130,16 @@ class Receiver:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    store = SpanStore(max_spans=args.max_spans, path=Path(args.dir) / SPANS_FILE)
+    store = SpanStore(max_bytes=int(args.max_mb * (1 << 20)), path=Path(args.dir) / SPANS_FILE)
     loaded = store.load()
     receiver = Receiver(store, args.host, args.grpc_port, args.http_port)
     await receiver.start()
     log.info(
-        "OTLP gRPC on %s, HTTP API on %s, %d spans loaded", receiver.grpc_endpoint, receiver.http_url, loaded
+        "OTLP gRPC on %s, HTTP API on %s, %d batches (%.1f MB) loaded",
+        receiver.grpc_endpoint,
+        receiver.http_url,
+        loaded,
+        store.raw_bytes / (1 << 20),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--dir", required=True, help=f"where {SPANS_FILE} is kept")
-    parser.add_argument("--max-spans", type=int, default=200_000, help="spans kept in memory")
+    parser.add_argument(
+        "--max-mb", type=float, default=64.0, help="MB of raw span batches kept in memory (~200k spans)"
+    )
     args = parser.parse_args(argv)
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

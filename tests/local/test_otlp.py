@@ -47,7 +47,8 @@ async def test_sdk_spans_reach_the_http_api(receiver: Receiver, tmp_path: Path) 
         ) as response:
             assert response.status == 404
         async with http.get(f"{receiver.http_url}/healthz") as response:
-            assert (await response.json())["spans"] == 4
+            health = await response.json()
+            assert health["spans"] == 4 and health["batches"] == 4 and health["bytes"] > 0
 
     assert body["trace_id"] == trace_id
     spans = sorted(body["spans"], key=lambda s: s["start_ns"])
@@ -66,8 +67,10 @@ async def test_sdk_spans_reach_the_http_api(receiver: Receiver, tmp_path: Path) 
     assert view is not None and view.trace_id == trace_id
 
 
-async def test_store_is_bounded_oldest_trace_first(tmp_path: Path) -> None:
-    store = SpanStore(max_spans=4)
+async def test_store_is_bounded_oldest_batch_first(tmp_path: Path) -> None:
+    # The SDK's simple processor sends one request per span: six batches, two per change. Room for the
+    # newest four (whatever their size) drops the first change.
+    store = SpanStore(max_bytes=1 << 20)
     receiver = Receiver(store)
     await receiver.start()
     try:
@@ -75,6 +78,12 @@ async def test_store_is_bounded_oldest_trace_first(tmp_path: Path) -> None:
             await asyncio.to_thread(export_change, receiver.grpc_endpoint, host)
     finally:
         await receiver.stop()
-    assert len(store) <= 4
-    assert store.newest_for_host("a.test") is None
-    assert store.newest_for_host("c.test") is not None
+    sizes = [len(data) for data in store.exports()]
+    assert len(sizes) == 6
+
+    bounded = SpanStore(max_bytes=sum(sizes[-4:]))
+    for data in store.exports():
+        bounded.add_export(data)
+    assert bounded.raw_bytes <= bounded.max_bytes and len(bounded) == 4
+    assert bounded.newest_for_host("a.test") is None
+    assert bounded.newest_for_host("c.test") is not None

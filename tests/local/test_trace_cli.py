@@ -12,7 +12,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from shardgate.local.otlp import Receiver
-from shardgate.local.spans import SpanStore, TraceView, spans_from_request
+from shardgate.local.spans import SpanStore, TraceView
+from shardgate.local.state import write_state
 from shardgate.local.timeline import build_timeline
 
 from .conftest import shardgate, shardgate_async
@@ -96,7 +97,7 @@ async def feed(receiver: Receiver) -> None:
 def test_timeline_ends_at_the_ack() -> None:
     store = SpanStore()
     for export in EXPORTS:
-        store.add(spans_from_request(export))
+        store.add_export(export.SerializeToString())
     view = store.newest_for_host("shop.test")
     assert view is not None and view.trace_id == CHANGE.hex()
     timeline = build_timeline(view)
@@ -137,3 +138,14 @@ async def test_trace_reads_the_span_file_when_no_receiver_runs(receiver: Receive
     await receiver.stop()
     result = shardgate("trace", "shop.test", "--dir", str(tmp_path))
     assert "activation 14.0 ms" in result.stdout
+
+
+async def test_a_state_file_naming_the_old_jsonl_file_still_finds_the_spans(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    # `local up` records the span file in state.json; one written before the binary file names spans.jsonl.
+    await feed(receiver)
+    await receiver.stop()
+    write_state(tmp_path, {"status": "stopped", "otlp": {"spans": str(tmp_path / "otlp" / "spans.jsonl")}})
+    result = shardgate("trace", "shop.test", "--dir", str(tmp_path), "--json")
+    assert json.loads(result.stdout)["trace_id"] == CHANGE.hex()
