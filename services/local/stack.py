@@ -38,6 +38,7 @@ import yaml
 
 from shardgate.local.procs import PythonService, alive, module_runnable, proc_start_time, stop_pids
 from shardgate.local.servers import Envoy, NatsServer, RedisServer, Server, ServerError, free_port
+from shardgate.local.spans import SPANS_FILE
 from shardgate.local.state import VERSION, read_state, write_state
 from shardgate.xds.bootstrap import bootstrap as envoy_bootstrap
 
@@ -170,7 +171,7 @@ class Stack:
             "otlp": {
                 "grpc": f"http://127.0.0.1:{self.port['otlp_grpc']}",
                 "http": f"http://127.0.0.1:{self.port['otlp_http']}",
-                "spans": str(self.dir / "otlp" / "spans.jsonl"),
+                "spans": str(self.dir / "otlp" / SPANS_FILE),
             },
             "xds": f"127.0.0.1:{self.port['xds']}",
             "envoy_admin": f"http://127.0.0.1:{self.port['admin']}",
