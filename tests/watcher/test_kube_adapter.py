@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -153,3 +153,45 @@ async def test_unreachable_server_is_transient(tmp_path: Any) -> None:
             await kube.list_raw(SERVICE)
     finally:
         await kube.close()
+
+
+async def test_a_transient_failure_is_retried_and_the_attempts_are_bounded() -> None:
+    calls: list[int] = []
+
+    async def flaky(fail_first: int) -> str:
+        calls.append(1)
+        if len(calls) <= fail_first:
+            raise Transient("connection reset")
+        return "ok"
+
+    kube = KubeClient(cast(Any, None), retries=3)
+    assert await kube._retrying(lambda: flaky(2)) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(Transient):
+        await kube._retrying(lambda: flaky(5))
+    assert len(calls) == 3  # `retries` attempts in all, the first one included
+    calls.clear()
+    with pytest.raises(Transient):
+        await KubeClient(cast(Any, None), retries=1)._retrying(lambda: flaky(5))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("proxy", [None, "HTTPS_PROXY", "http_proxy"])
+async def test_the_environment_is_consulted_per_request_only_for_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, proxy: str | None
+) -> None:
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
+    from shardgate.adapters.kube import _PROXY_VARIABLES, _without_env_lookups
+
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    if proxy:
+        monkeypatch.setenv(proxy, "http://proxy.example:3128")
+    api = ApiClient(Configuration())
+    try:
+        _without_env_lookups(api)
+        assert api.rest_client.pool_manager._trust_env is (proxy is not None)
+    finally:
+        await api.close()

@@ -22,6 +22,7 @@ error, because the caller owns the resourceVersion it must resume from.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -130,6 +131,25 @@ def _status_message(body: bytes) -> str:
     return body[:300].decode(errors="replace")
 
 
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy")
+
+
+def _without_env_lookups(api: ApiClient) -> None:
+    """Stop aiohttp looking in the environment on every request when there is nothing to find there.
+
+    kubernetes-asyncio opens its session with `trust_env=True`, for proxy variables; with it aiohttp also
+    reads `~/.netrc` in a worker thread on every request (seen in the watcher's profile of a burst: one
+    status write per Ingress). With no proxy variable set, that is all `trust_env` does, and netrc is not
+    how a Kubernetes client authenticates; with one set, the session is left as it is (client-go honours
+    them too). A kubeconfig's `proxy-url` is passed per request and does not depend on it.
+    """
+    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES):
+        return
+    session = api.rest_client.pool_manager
+    if hasattr(session, "_trust_env"):  # aiohttp's attribute; without it, leave the session alone
+        session._trust_env = False
+
+
 class KubeClient:
     """Raw-JSON access to one API server, sharing kubernetes-asyncio's configuration and connection pool.
 
@@ -157,7 +177,9 @@ class KubeClient:
                 )
         except Exception as exc:  # ConfigException, OSError, yaml errors: all mean "no usable config"
             raise Rejected(f"cannot load Kubernetes configuration: {exc}") from exc
-        return cls(ApiClient(cfg), **kwargs)
+        api = ApiClient(cfg)
+        _without_env_lookups(api)
+        return cls(api, **kwargs)
 
     async def close(self) -> None:
         await self.api.close()
@@ -224,9 +246,15 @@ class KubeClient:
         return parsed
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:  # the usual case, without setting up the retry machinery for every request
+            return await fn()
+        except Transient:
+            if self.retries <= 1:
+                raise
+            await asyncio.sleep(0.1)  # the first backoff step, then tenacity's
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Transient),
-            stop=stop_after_attempt(self.retries),
+            stop=stop_after_attempt(self.retries - 1),  # the first attempt was made above
             wait=wait_random_exponential(multiplier=0.1, max=5.0),
             reraise=True,
         ):
