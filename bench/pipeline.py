@@ -90,7 +90,11 @@ SECRETS = "/api/v1/namespaces/{ns}/secrets"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
 OURS = ("watcher", "compiler-1", "compiler-2", "pusher")
 OTHERS = ("envoy", "nats", "redis", "kubeapi", "otlp")
-SWEEP_POLL = 0.02  # seconds between probes of a burst host not served yet
+SWEEP_POLL = 0.1
+"""Seconds between probes of a burst host not served yet. Every probe of a TLS host that is not served
+yet is a full handshake in which Envoy asks the pusher for a certificate it does not have (on-demand SDS):
+at 20 ms the two sweepers cost Envoy, the pusher and this driver several ms of CPU per burst Ingress on
+the two cores the burst is measured on. 100 ms bounds the "all served" figure's resolution instead."""
 SPAN_EXPORT_WAIT = 6.0  # the SDK's BatchSpanProcessor exports every 5 s
 WILDCARD = f"*.{common.PLATFORM_DOMAIN}"
 WILDCARD_SECRET = "platform-wildcard-tls"  # in every tenant namespace: Secrets are namespaced
@@ -821,6 +825,7 @@ def main(argv: list[str] | None = None) -> Path:
             "compilers": 2,
             "profile": args.profile,
             "lease_ttl_ms": int(os.environ.get("SHARDGATE_LEASE_TTL_MS", "3000")),
+            "sweep_poll_s": SWEEP_POLL,
         },
     }
     with tempfile.TemporaryDirectory(prefix="sg-pipeline-") as tmp_dir:
