@@ -83,7 +83,10 @@ class ShardWorker:
             await consumer.close()
 
     async def _load_missing(self, messages: list[DeltaMessage]) -> None:
-        missing = {m.delta.unit for m in messages if m.delta} - self._contributions.keys()
+        # Not `set - dict.keys()`: CPython computes that by iterating over every key of the dict (every
+        # unit the shard has cached: seen as a fifth of a compiler's time in a burst at 100k).
+        known = self._contributions
+        missing = {m.delta.unit for m in messages if m.delta and m.delta.unit not in known}
         if missing:
             self._contributions.update(await self.store.load_contributions(self.shard, missing))
 
