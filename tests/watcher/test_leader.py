@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shardgate.adapters.kube import Conflict, Transient
-from shardgate.watcher.leader import LeaderElector
+from shardgate.watcher.leader import LeaderElector, _Lost
 
 
 class FakeLeases:
@@ -17,8 +17,10 @@ class FakeLeases:
         self.lease: dict[str, Any] | None = None
         self.rv = 0
         self.down = False
+        self.requests = 0
 
     def _check(self) -> None:
+        self.requests += 1
         if self.down:
             raise Transient("down")
 
@@ -105,6 +107,31 @@ async def test_release_hands_over_at_once() -> None:
     await a.release()
     assert api.lease is not None and api.lease["spec"]["holderIdentity"] == ""
     assert await b.try_acquire_or_renew()  # released: taken at once
+
+
+async def test_the_holder_renews_with_one_request_and_notices_another_writer() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew()
+    a._set_leading(True)
+    before = api.requests
+    clock.t += 2
+    assert await a.try_acquire_or_renew()
+    assert api.requests == before + 1  # the update alone, no read first
+    assert (
+        api.lease is not None
+        and api.lease["spec"]["renewTime"]
+        and api.lease["spec"]["leaseTransitions"] == 0
+    )
+    # Someone else takes the Lease (a's record went stale, say): a's update conflicts, the full round
+    # reads the Lease, sees the other holder and gives up at once.
+    assert not await b.try_acquire_or_renew()  # b notes when it saw a's record
+    clock.t += 16
+    assert not a.is_leader and await b.try_acquire_or_renew()
+    a._valid_until = clock.t + 10  # as if a still believed it led
+    with pytest.raises(_Lost):
+        await a.try_acquire_or_renew()
+    assert api.lease["spec"]["holderIdentity"] == "b"
 
 
 def test_timings_must_nest() -> None:
