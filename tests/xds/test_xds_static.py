@@ -69,6 +69,9 @@ def test_bootstrap() -> None:
     assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18000}
     dyn = b["dynamic_resources"]
     assert dyn["ads_config"]["api_type"] == "GRPC"
+    (grpc,) = dyn["ads_config"]["grpc_services"]
+    assert grpc["envoy_grpc"]["cluster_name"] == ADS_CLUSTER
+    assert grpc["envoy_grpc"]["retry_policy"]["retry_back_off"]["max_interval"] == "1s"
     assert dyn["lds_config"] == dyn["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
     assert (
         bootstrap(node_id="n", ads_host="h", ads_port=1, admin_port=2)["dynamic_resources"]["ads_config"][

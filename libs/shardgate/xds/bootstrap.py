@@ -13,6 +13,12 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 ApiType = Literal["DELTA_GRPC", "GRPC"]
 
+# How soon Envoy tries the ADS stream again after losing it. Envoy's own backoff grows while the pusher is
+# away (a restarted pusher at 100k domains listened after 7 s, and Envoy came back 4.6 s after that):
+# capped at 1 s, a gateway is back within a second of the pusher, and a pusher that is down long takes
+# one connection attempt a second per gateway.
+_BACKOFF = {"base_interval": "0.1s", "max_interval": "1s"}
+
 
 def _ads_source() -> dict[str, Any]:
     return {"ads": {}, "resource_api_version": "V3"}
@@ -70,7 +76,14 @@ def bootstrap(
             "ads_config": {
                 "api_type": api_type,
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": ADS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": ADS_CLUSTER,
+                            "retry_policy": {"retry_back_off": _BACKOFF},
+                        }
+                    }
+                ],
                 "set_node_on_first_message_only": True,
             },
             "lds_config": _ads_source(),
