@@ -305,8 +305,11 @@ def targets_table(by_n: Rows, ttl: dict[str, int]) -> str:
 
 def profiles_section(runs: list[Run]) -> str:
     out = []
-    for tag, run, _ in runs:
+    for tag, run, result_path in runs:
         files = ((run.get("result") or {}).get("burst") or {}).get("profiles") or {}
+        if not files:  # a run that failed in its burst still left what py-spy recorded beside its result
+            spied = result_path.parent / result_path.stem.replace("pipeline-", "profiles-")
+            files = {f.stem: str(f) for f in sorted(spied.glob("*.txt"))}
         for name, path in files.items():
             if not Path(path).exists():
                 continue
