@@ -8,7 +8,8 @@ Translation (`translate.py`) judges an Ingress on its own; admission judges it a
   (`conflicts.py`) so that the loser — which may be an Ingress that did not change — is told now.
 
 Pure bookkeeping over what was published; the publish workers (`publishing.py`) call it, and the
-caches (`caches.py`) turn `reasons` into Events and log lines.
+caches (`caches.py`) turn `reasons` into Events and log lines. What it keeps of a published Ingress is
+the caches' own mapping of its contributions when everything was admitted (the usual case), not a copy.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import Mapping
 
 from shardgate import keys
 from shardgate.keys import SourceKind
-from shardgate.model import Contribution, HostRoutes
+from shardgate.model import HostRoutes
 
 from .conflicts import conflict_reasons
-from .index import source_kind_of
+from .index import Held, source_kind_of
 from .tenancy import Tenancy
 
 log = logging.getLogger(__name__)
@@ -30,18 +31,18 @@ log = logging.getLogger(__name__)
 class Admission:
     def __init__(self, tenancy: Tenancy) -> None:
         self.tenancy = tenancy
-        self._published: dict[str, dict[str, HostRoutes]] = {}  # Ingress → host unit → what went out
-        self._denied: dict[str, tuple[str, ...]] = {}  # Ingress → hosts it may not route, and why
+        self._published: dict[str, Mapping[str, HostRoutes]] = {}  # Ingress → host unit → what went out
+        self._denied: dict[str, tuple[str, ...]] = {}  # Ingress → hosts it may not route, and why (if any)
         self._conflicts: dict[str, dict[str, list[str]]] = {}  # Ingress → host → rules of it unused
         self._logged: dict[str, tuple[str, ...]] = {}
 
-    def admitted(self, source: str, contributions: Mapping[str, Contribution]) -> dict[str, Contribution]:
+    def admitted(self, source: str, contributions: Mapping[str, Held]) -> Mapping[str, Held]:
         """The contributions that may be published: for an Ingress, the hosts its namespace owns or
-        shares by the owner's leave."""
+        shares by the owner's leave. `contributions` itself when all of it is (never changed here)."""
         if source_kind_of(source) is not SourceKind.INGRESS:
-            return dict(contributions)
-        namespace = keys.split_source(source)[1]
-        out: dict[str, Contribution] = {}
+            return contributions
+        namespace = source.split("/", 2)[1]
+        out: dict[str, Held] = {}
         denied: list[str] = []
         for unit, contribution in contributions.items():
             why = self.tenancy.admits(namespace, keys.unit_name(unit))
@@ -49,16 +50,23 @@ class Admission:
                 out[unit] = contribution
             else:
                 denied.append(f"{why} (host not admitted)")
-        self._denied[source] = tuple(denied)
-        return out
+        if denied:
+            self._denied[source] = tuple(denied)
+            return out
+        self._denied.pop(source, None)
+        return contributions
 
-    def published(self, source: str, contributions: Mapping[str, Contribution]) -> set[str]:
+    def published(self, source: str, contributions: Mapping[str, Held]) -> set[str]:
         """`source` now has `contributions` published: returns the Ingresses whose reasons may have
         changed (itself, and the losers and winners of conflicts on its hosts)."""
-        new = {u: c for u, c in contributions.items() if isinstance(c, HostRoutes)}
+        new: Mapping[str, HostRoutes]
+        if all(isinstance(c, HostRoutes) for c in contributions.values()):
+            new = contributions  # type: ignore[assignment]  # checked: all HostRoutes; kept, not copied
+        else:
+            new = {u: c for u, c in contributions.items() if isinstance(c, HostRoutes)}
         old = self._published.get(source)
         tell = {source}
-        if old != new:
+        if old is not new and old != new:
             if new:
                 self._published[source] = new
             else:

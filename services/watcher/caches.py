@@ -10,6 +10,21 @@ have its hosts' ownership re-decided; nothing here awaits anything.
 What users see comes from here too, through `Feedback` (`status.py`): an Ingress's status once its
 admitted contributions are published, Warning Events for what translation or admission left out, and
 for TLS Secrets that are broken or whose certificate expires while nothing changes.
+
+The caches hold every Ingress of the cluster, so what they keep is what later decisions need and no
+more (each byte per Ingress is 100 kB at 100k Ingresses; `bench/watcher_memory.py` measures it):
+
+- per Ingress one `IngressState`: its resourceVersion and uid (an Event names both), a fingerprint of
+  what translation read, three flags, the translation's reasons, and its contributions (interned
+  strings, backends and path rules shared between Ingresses (`shared.py`), a one-key mapping (`One`)
+  for one host; the same mapping admission records as published). No raw object, no copy of its status (a
+  flag says whether it is ours), no Event reference (built when an Event is written). An update whose
+  fingerprint is unchanged — a status write, our own coming back among them — is not translated again;
+  re-translating an Ingress whose contributions come out equal keeps the mapping it had.
+- per TLS Secret its certificate's PEM only until it is published (`withhold_published`, at most a
+  second later): then it is `Withheld`, known by its hash, and its expiry time is kept apart. A replica
+  that does not lead drops every PEM the same way; a new leader reads again, from the API, the Secrets
+  it finds unpublished (`withheld_unpublished`: normally none).
 """
 
 from __future__ import annotations
@@ -17,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -26,19 +41,21 @@ from opentelemetry import trace
 
 from shardgate import keys, telemetry
 from shardgate.keys import SourceKind
-from shardgate.model import Contribution, TlsCertificate
+from shardgate.model import TlsCertificate
 
 from .admission import Admission
-from .certs import check_certificate
-from .followers import OnEvent, OnList, rv_of
-from .index import source_kind_of
-from .status import Feedback, involved, wanted_status
+from .certs import expired_error, not_after
+from .followers import OnEvent, OnList, consume, rv_of
+from .index import Current, Held, One, SourceEntry, Withheld, compact, contribution_hash, source_kind_of
+from .shared import Shared
+from .status import Feedback, involved, load_balancer_entry, wanted_status
 from .tenancy import Claim, Tenancy
 from .translate import (
     ClassPolicy,
     IngressClasses,
     Limits,
     Translation,
+    ingress_fingerprint,
     load_balancer_ingress,
     translate_endpoint_slice,
     translate_ingress,
@@ -52,6 +69,7 @@ tracer = telemetry.tracer("shardgate.watcher")
 Obj = dict[str, Any]
 
 _MAX_WARNED_ANNOTATIONS = 1000
+_CLASSLESS_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "annotations")
 
 
 class Owner(Protocol):
@@ -69,14 +87,26 @@ class Owner(Protocol):
 
 
 @dataclass(slots=True)
+class SourceState:
+    """What a Service, EndpointSlice or TLS Secret contributes now."""
+
+    rv: str
+    contributions: Mapping[str, Held]
+
+
+@dataclass(slots=True)
 class IngressState:
-    namespace: str
-    name: str
-    admitted: bool  # what was last published for it admits at least one host
-    load_balancer: list[Obj]
+    """What is kept of one Ingress (see the module's docstring)."""
+
+    source: str  # its key, one string object shared by every map that names the Ingress
+    rv: str
+    uid: str  # an Event's involvedObject carries it: `kubectl describe` matches Events on it
+    fingerprint: int | None  # `translate.ingress_fingerprint` of what was translated
+    contributions: Mapping[str, Held]  # HostRoutes per host unit, before admission
     ours: bool = False
+    admitted: bool = False  # what was last published for it admits at least one host
+    status_ours: bool = False  # its status.loadBalancer.ingress is the one we write
     reasons: tuple[str, ...] = ()  # the translation's
-    involved: Obj = field(default_factory=dict)  # for Events
 
 
 class Caches:
@@ -100,20 +130,24 @@ class Caches:
         self.feedback = feedback
         self.status_address = status_address
         self.classes = IngressClasses()
-        self.current: dict[str, Translation] = {}  # source -> what it contributes now (non-empty only)
+        self.current: dict[str, Current] = {}  # source -> what it contributes now (non-empty only)
         self.ingresses: dict[str, IngressState] = {}
         self.classless: dict[str, Obj] = {}  # Ingresses without a class, re-translated if the default moves
         self.synced: set[SourceKind] = set()
+        self._target = load_balancer_entry(status_address) if status_address else []  # the status we write
         self._reasons: dict[str, tuple[str, ...]] = {}
         self._expiries: list[tuple[int, str]] = []  # heap of (certificate notAfter ns, Secret source)
+        self._expires: dict[str, int] = {}  # TLS Secret -> its usable certificate's notAfter (epoch ns)
+        self._held: set[str] = set()  # TLS Secrets whose PEM is kept until it is published
         self._secret_refs: dict[str, Obj] = {}  # broken TLS Secret → its reference, for Events
         self._warned_annotations: set[str] = set()
+        self._shared = Shared()  # one instance of each equal backend, path rule and list of them
         # Whether a class-less Ingress is ours depends on the IngressClasses: Ingresses wait for them.
         self.classes_synced = asyncio.Event()
 
     # -- IngressClasses ----------------------------------------------------------------------------
 
-    def on_class_list(self, items: list[Obj], observed_ns: int) -> None:
+    async def on_class_list(self, items: list[Obj], observed_ns: int) -> None:
         before = self.classes.default_for(self.policy.controller)
         self.classes.replace(items)
         self.classes_synced.set()
@@ -130,13 +164,18 @@ class Caches:
         log.info("default IngressClass for %s changed: re-translating %d Ingresses", self.policy.controller,
                  len(self.classless))  # fmt: skip
         for obj in list(self.classless.values()):
-            t = self._remember_ingress(obj, observed_ns)
-            self.owner.enqueue(t.source, observed_ns)
+            source, _, _ = self._remember_ingress(obj, observed_ns, slim=True)
+            if source:
+                self.owner.enqueue(source, observed_ns)
 
     # -- Ingresses ---------------------------------------------------------------------------------
 
-    def on_ingress_list(self, items: list[Obj], observed_ns: int) -> None:
-        listed = {self._remember_ingress(obj, observed_ns, settle=False).source for obj in items} - {""}
+    async def on_ingress_list(self, items: list[Obj], observed_ns: int) -> None:
+        listed = {
+            source
+            async for obj in consume(items)
+            if (source := self._remember_ingress(obj, observed_ns, settle=False)[0])
+        }
         for gone in set(self.ingresses) - listed:
             self._forget_ingress(gone, observed_ns, settle=False)
         self.synced.add(SourceKind.INGRESS)
@@ -148,59 +187,99 @@ class Caches:
     def on_ingress_event(self, etype: str, obj: Obj, observed_ns: int) -> None:
         raw_meta = obj.get("metadata")
         meta: Obj = raw_meta if isinstance(raw_meta, dict) else {}
-        span = tracer.start_span(
-            "watcher.event",
-            attributes={
-                "k8s.kind": "Ingress",
-                "k8s.event.type": etype,
-                "k8s.resource_version": rv_of(obj),
-                "k8s.creation_timestamp": str(meta.get("creationTimestamp", "")),
-                "k8s.generation": int(meta.get("generation") or 0),
-            },
-        )
+        attributes: dict[str, Any] = {
+            "k8s.kind": "Ingress",
+            "k8s.event.type": etype,
+            "k8s.resource_version": rv_of(obj),
+            "k8s.creation_timestamp": str(meta.get("creationTimestamp", "")),
+            "k8s.generation": int(meta.get("generation") or 0),
+        }
+        translated = True
         if etype == "DELETED":
             source = keys.source_key(SourceKind.INGRESS, str(meta.get("namespace")), str(meta.get("name")))
             self._forget_ingress(source, observed_ns)
         else:
-            t = self._remember_ingress(obj, observed_ns)
-            source = t.source
-            span.set_attribute("sg.hosts", [keys.unit_name(u) for u in t.contributions])
-        span.set_attribute("k8s.object.key", source)
+            source, state, translated = self._remember_ingress(obj, observed_ns)
+            units = state.contributions if state is not None else ()
+            attributes["sg.hosts"] = [keys.unit_name(u) for u in units]
+        if not translated:
+            # Nothing translation reads changed (our own status write coming back, mostly): no change to
+            # trace. Still published (a no-op diff) so that its status is judged again.
+            self.owner.enqueue(source, observed_ns, None, charged=True)
+            return
+        attributes["k8s.object.key"] = source
+        # Started once everything is known (one set of attributes, not one call each) but dated from
+        # when the event arrived, which is what the span measures.
+        span = tracer.start_span("watcher.event", attributes=attributes, start_time=observed_ns)
         if not source or not meta.get("name"):
             span.end()
             return
         self.owner.enqueue(source, observed_ns, span, charged=True)
 
-    def _remember_ingress(self, obj: Obj, observed_ns: int, settle: bool = True) -> Translation:
-        t = translate_ingress(obj, self.policy, self.classes, self.limits)
+    def _remember_ingress(
+        self, obj: Obj, observed_ns: int, settle: bool = True, slim: bool = False
+    ) -> tuple[str, IngressState | None, bool]:
+        """Keep what `obj` contributes now; its source ("" when it has no valid key), state, and whether
+        it was translated (False: nothing translation reads changed since the last time).
+
+        `slim`: `obj` is the copy kept in `classless` (the default IngressClass moved): translated
+        again whatever its fingerprint, and its status is not in it (the state's flag stands)."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
+        previous = self.ingresses.get(_ingress_source(meta))
+        fingerprint = ingress_fingerprint(obj)
+        uid = str(meta.get("uid") or "")
+        status_ours = previous.status_ours if slim and previous else self._status_ours(obj)
+        unchanged = fingerprint is not None and previous is not None and fingerprint == previous.fingerprint
+        if previous is not None and unchanged and not slim:
+            # Nothing translation reads has changed (a status write, a label): only the version and status.
+            previous.rv = str(meta.get("resourceVersion", ""))
+            previous.uid, previous.status_ours = uid, status_ours
+            if previous.source in self.classless:
+                self.classless[previous.source] = _slim(obj)
+            return previous.source, previous, False
+
+        t = translate_ingress(obj, self.policy, self.classes, self.limits, self._shared.share)
         if not t.source:
-            self._log_reasons(t, repr(obj.get("metadata"))[:200])
-            return t
-        self._set_current(t)
-        self._log_reasons(t, t.source)
-        self._warn_ignored(t)
-        _, namespace, name = keys.split_source(t.source)
-        previous = self.ingresses.get(t.source)
-        self.ingresses[t.source] = IngressState(
-            namespace,
-            name,
-            previous.admitted if previous else False,
-            load_balancer_ingress(obj),
+            self._log_reasons(t.source, tuple(t.reasons), repr(obj.get("metadata"))[:200])
+            return t.source, None, True
+        source = previous.source if previous is not None else t.source
+        reasons = tuple(t.reasons)
+        self._log_reasons(source, reasons, source)
+        self._warn_ignored(source, t)
+        contributions: Mapping[str, Held] = compact(t.contributions)
+        if previous is not None and previous.contributions == contributions:
+            contributions = previous.contributions  # the mapping admission may hold as published
+        state = IngressState(
+            source,
+            t.rv,
+            uid,
+            fingerprint,
+            contributions,
             t.ours,
-            tuple(t.reasons),
-            involved(obj, "Ingress", "networking.k8s.io/v1"),
+            previous.admitted if previous else False,
+            status_ours,
+            reasons,
         )
-        if t.classless:
-            slim = {k: v for k, v in obj.items() if k != "status"}
-            slim["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-            self.classless[t.source] = slim
+        self.ingresses[source] = state
+        if contributions:
+            self.current[source] = state
         else:
-            self.classless.pop(t.source, None)
-        claim = Claim(namespace, t.created, t.claims, t.sharing) if t.ours else None
-        touched = self.tenancy.set_claim(t.source, claim, observed_ns)
-        if settle:
+            self.current.pop(source, None)
+        if t.classless:
+            self.classless[source] = obj if slim else _slim(obj)
+        else:
+            self.classless.pop(source, None)
+        _, namespace, _ = source.split("/", 2)
+        claim = Claim(namespace, t.created, tuple(sorted(t.claims)), t.sharing) if t.ours else None
+        touched = self.tenancy.set_claim(source, claim, observed_ns)
+        if settle and touched:
             self.owner.settle(touched, observed_ns)
-        return t
+        return source, state, True
+
+    def _status_ours(self, obj: Obj) -> bool:
+        return bool(self.status_address) and load_balancer_ingress(obj) == self._target
 
     def _forget_ingress(self, source: str, observed_ns: int, settle: bool = True) -> None:
         self.current.pop(source, None)
@@ -209,12 +288,13 @@ class Caches:
         self.admission.forget(source)
         state = self.ingresses.pop(source, None)
         if state is not None:
-            self.feedback.forget(state.namespace, state.name)
+            _, namespace, name = source.split("/", 2)
+            self.feedback.forget(namespace, name)
         touched = self.tenancy.set_claim(source, None, observed_ns)
-        if settle:
+        if settle and touched:
             self.owner.settle(touched, observed_ns)
 
-    def _warn_ignored(self, t: Translation) -> None:
+    def _warn_ignored(self, source: str, t: Translation) -> None:
         for key in t.ignored:
             if (
                 key not in self._warned_annotations
@@ -222,11 +302,11 @@ class Caches:
             ):
                 self._warned_annotations.add(key)
                 log.warning("%s: annotation %s is not supported and is ignored (logged once per annotation)",
-                            t.source, key)  # fmt: skip
+                            source, key)  # fmt: skip
             else:
-                log.debug("%s: annotation %s is not supported and is ignored", t.source, key)
+                log.debug("%s: annotation %s is not supported and is ignored", source, key)
 
-    def published_ingress(self, source: str, contributions: dict[str, Contribution]) -> None:
+    def published_ingress(self, source: str, contributions: Mapping[str, Held]) -> None:
         """`source` has `contributions` published now: its status, and what it and its neighbours on
         each host should be told."""
         state = self.ingresses.get(source)
@@ -239,12 +319,15 @@ class Caches:
     def _report(self, source: str) -> None:
         state = self.ingresses.get(source)
         if state is not None and state.ours:
-            self.feedback.report(state.involved, [*state.reasons, *self.admission.reasons(source)])
+            self.feedback.report(_involved(state), [*state.reasons, *self.admission.reasons(source)])
 
     def _want_status(self, state: IngressState) -> None:
-        wanted = wanted_status(state.admitted, state.load_balancer, self.status_address)
+        if not self.status_address or state.admitted == state.status_ours:
+            return  # we write no status, or it is right already (ours and admitted, or neither)
+        wanted = wanted_status(state.admitted, self._target if state.status_ours else [], self.status_address)
         if wanted is not None:
-            self.feedback.want_status(state.namespace, state.name, wanted)
+            _, namespace, name = state.source.split("/", 2)
+            self.feedback.want_status(namespace, name, wanted)
 
     def reconcile_status(self) -> None:
         for state in self.ingresses.values():
@@ -253,45 +336,37 @@ class Caches:
     # -- Services, EndpointSlices, Secrets ---------------------------------------------------------
 
     def source_handlers(self, kind: SourceKind) -> tuple[OnList, OnEvent]:
-        translate: Callable[[Obj, int], Translation] = {
-            SourceKind.SERVICE: lambda obj, _ns: translate_service(obj),
-            SourceKind.ENDPOINTSLICE: lambda obj, _ns: translate_endpoint_slice(obj),
-            SourceKind.SECRET: lambda obj, ns: translate_secret(obj, datetime.fromtimestamp(ns / 1e9, UTC)),
-        }[kind]
+        translate = self._translator(kind)
         prefix = f"{kind}/"
 
-        def on_list(items: list[Obj], observed_ns: int) -> None:
+        async def on_list(items: list[Obj], observed_ns: int) -> None:
             listed: set[str] = set()
-            for obj in items:
+            async for obj in consume(items):
                 t = translate(obj, observed_ns)
-                self._log_reasons(t, t.source or repr(obj.get("metadata"))[:200])
+                self._log_reasons(t.source, tuple(t.reasons), t.source or repr(obj.get("metadata"))[:200])
                 if t.source:
                     listed.add(t.source)
-                    self._set_current(t)
-                    self._watch_expiry(t)
-                    self._report_secret(t, obj)
+                    self._set_source(t)
+                    self._report_secret(t.source, tuple(t.reasons), obj)
             for gone in [s for s in self.current if s.startswith(prefix) and s not in listed]:
-                del self.current[gone]
-                self._secret_refs.pop(gone, None)
+                self._drop_source(gone)
             self._finish_list(kind, listed, observed_ns)
 
         def on_event(etype: str, obj: Obj, observed_ns: int) -> None:
             t = translate(obj, observed_ns)
             if not t.source:
-                self._log_reasons(t, repr(obj.get("metadata"))[:200])
+                self._log_reasons(t.source, tuple(t.reasons), repr(obj.get("metadata"))[:200])
                 return
             if etype == "DELETED":
-                self.current.pop(t.source, None)
+                self._drop_source(t.source)
                 self._reasons.pop(t.source, None)
                 if kind is SourceKind.SECRET:
                     _, ns, name = keys.split_source(t.source)
                     self.feedback.forget(ns, name, "Secret")
-                    self._secret_refs.pop(t.source, None)
             else:
-                self._log_reasons(t, t.source)
-                self._set_current(t)
-                self._watch_expiry(t)
-                self._report_secret(t, obj)
+                self._log_reasons(t.source, tuple(t.reasons), t.source)
+                self._set_source(t)
+                self._report_secret(t.source, tuple(t.reasons), obj)
             span = tracer.start_span(
                 "watcher.event",
                 attributes={
@@ -300,12 +375,88 @@ class Caches:
                     "k8s.object.key": t.source,
                     "k8s.resource_version": t.rv,
                 },
+                start_time=observed_ns,
             )
             self.owner.enqueue(t.source, observed_ns, span, charged=True)
 
         return on_list, on_event
 
-    # -- certificates that expire while nothing changes --------------------------------------------
+    @staticmethod
+    def _translator(kind: SourceKind) -> Callable[[Obj, int], Translation]:
+        return {
+            SourceKind.SERVICE: lambda obj, _ns: translate_service(obj),
+            SourceKind.ENDPOINTSLICE: lambda obj, _ns: translate_endpoint_slice(obj),
+            SourceKind.SECRET: lambda obj, ns: translate_secret(obj, datetime.fromtimestamp(ns / 1e9, UTC)),
+        }[kind]
+
+    def restore_secret(self, obj: Obj, observed_ns: int) -> None:
+        """A TLS Secret read again from the API because its PEM is needed (`withheld_unpublished`):
+        kept and published as an event would be, but as a re-sync (not charged, no span of its own)."""
+        t = self._translator(SourceKind.SECRET)(obj, observed_ns)
+        if not t.source:
+            return
+        self._log_reasons(t.source, tuple(t.reasons), t.source)
+        self._set_source(t)
+        self.owner.enqueue(t.source, observed_ns)
+
+    def _set_source(self, t: Translation) -> None:
+        """Keep what a Service, EndpointSlice or Secret contributes now (a Secret's PEM only while it
+        may be published: see the module's docstring)."""
+        if not t.contributions:
+            self._drop_source(t.source)
+            return
+        if source_kind_of(t.source) is SourceKind.SECRET:
+            if t.expires_ns:
+                self._expires[t.source] = t.expires_ns
+                heapq.heappush(self._expiries, (t.expires_ns, t.source))  # stale ones are skipped when due
+            else:
+                self._expires.pop(t.source, None)
+            (cert,) = t.contributions.values()  # a Secret contributes to its own unit only
+            if isinstance(cert, TlsCertificate) and cert.cert_pem:
+                self._held.add(t.source)  # until `withhold_published`
+            else:
+                self._held.discard(t.source)
+        self.current[t.source] = SourceState(t.rv, compact(t.contributions))
+
+    def _drop_source(self, source: str) -> None:
+        self.current.pop(source, None)
+        self._secret_refs.pop(source, None)
+        self._expires.pop(source, None)
+        self._held.discard(source)
+
+    # -- certificates: PEM kept only until published; expiry while nothing changes ----------------
+
+    def withhold_published(self, published: Callable[[str], SourceEntry | None] | None) -> None:
+        """Drop the PEM of every TLS Secret whose certificate is published (`published`: the index's
+        entry of a source), or of all of them when this replica does not lead (`published` is None):
+        from then on the Secret is `Withheld`, known by its hash."""
+        for source in list(self._held):
+            state = self.current.get(source)
+            if state is None:
+                self._held.discard(source)
+                continue
+            ((unit, cert),) = state.contributions.items()
+            if isinstance(cert, Withheld):
+                self._held.discard(source)
+                continue
+            digest = contribution_hash(cert)
+            entry = published(source) if published is not None else None
+            if published is None or (entry is not None and entry.units.get(unit) == digest):
+                self.current[source] = SourceState(state.rv, One(unit, Withheld(digest)))
+                self._held.discard(source)
+        if not self._held:
+            self._held = set()  # a set keeps the table of its largest size (a list's) until it grows
+
+    def withheld_unpublished(self, published: Callable[[str], SourceEntry | None]) -> list[str]:
+        """TLS Secrets known only by a hash that is not the published one: what a new leader must read
+        again from the API to publish."""
+        out = []
+        for source in self.sources(SourceKind.SECRET):
+            ((unit, held),) = self.current[source].contributions.items()
+            entry = published(source)
+            if isinstance(held, Withheld) and (entry is None or entry.units.get(unit) != held.digest):
+                out.append(source)
+        return sorted(out)
 
     def next_expiry(self) -> int | None:
         """When the next watched certificate reaches its notAfter (ns), if any is watched."""
@@ -314,48 +465,47 @@ class Caches:
     def expire_due(self, now: int) -> None:
         while self._expiries and self._expiries[0][0] <= now:
             expires, source = heapq.heappop(self._expiries)
-            t = self.current.get(source)
-            if t is not None and t.expires_ns == expires:
-                self._expire_certificate(t, now)
+            if self._expires.get(source) == expires:
+                self._expire_certificate(source, expires, now)
 
-    def _watch_expiry(self, t: Translation) -> None:
-        if t.expires_ns:
-            heapq.heappush(self._expiries, (t.expires_ns, t.source))  # stale entries are skipped when due
-
-    def _expire_certificate(self, t: Translation, now: int) -> None:
-        _, namespace, name = keys.split_source(t.source)
-        unit = keys.secret_unit(namespace, name)
-        cert = t.contributions.get(unit)
-        if not isinstance(cert, TlsCertificate):
+    def _expire_certificate(self, source: str, expires: int, now: int) -> None:
+        """The certificate reached its notAfter: it becomes the error a check of its PEM would give."""
+        state = self.current.get(source)
+        if state is None:
             return
-        checked = check_certificate(cert.cert_pem, cert.key_pem, datetime.fromtimestamp(now / 1e9, UTC))
-        expired = Translation(t.source, t.rv, {unit: checked}, [f"certificate not usable: {checked.error}"])
-        self._set_current(expired)
-        self._log_reasons(expired, expired.source)
-        self._report_secret(expired)
-        self.owner.enqueue(t.source, now)
+        _, namespace, name = keys.split_source(source)
+        unit = keys.secret_unit(namespace, name)
+        cert = TlsCertificate(b"", b"", error=expired_error(not_after(expires)))
+        reasons = (f"certificate not usable: {cert.error}",)
+        self._expires.pop(source, None)
+        self._held.discard(source)
+        self.current[source] = SourceState(state.rv, One(unit, cert))
+        self._log_reasons(source, reasons, source)
+        self._report_secret(source, reasons)
+        self.owner.enqueue(source, now)
 
     def report_secrets(self) -> None:
         """Tell every broken TLS Secret (when we take the lead)."""
-        for t in [t for s, t in self.current.items() if s.startswith(f"{SourceKind.SECRET}/")]:
-            self._report_secret(t)
+        for source, reasons in list(self._reasons.items()):
+            if source in self.current:
+                self._report_secret(source, reasons)
 
-    def _report_secret(self, t: Translation, obj: Obj | None = None) -> None:
+    def _report_secret(self, source: str, reasons: tuple[str, ...], obj: Obj | None = None) -> None:
         """A Warning Event on a broken TLS Secret (Feedback writes each distinct message once). The
         reference (with its uid, which `kubectl describe` matches on) is kept for broken ones only."""
-        if source_kind_of(t.source) is not SourceKind.SECRET:
+        if source_kind_of(source) is not SourceKind.SECRET:
             return
-        if not t.reasons:
-            self._secret_refs.pop(t.source, None)
+        if not reasons:
+            self._secret_refs.pop(source, None)
         elif obj is not None:
-            self._secret_refs[t.source] = involved(obj, "Secret", "v1")
+            self._secret_refs[source] = involved(obj, "Secret", "v1")
         if not self.owner.publishing():
             return
-        _, namespace, name = keys.split_source(t.source)
-        ref = self._secret_refs.get(t.source) or {
+        _, namespace, name = keys.split_source(source)
+        ref = self._secret_refs.get(source) or {
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
         }  # fmt: skip
-        self.feedback.report(ref, t.reasons)
+        self.feedback.report(ref, list(reasons))
 
     # -- shared cache plumbing ---------------------------------------------------------------------
 
@@ -364,20 +514,13 @@ class Caches:
         prefix = f"{kind}/"
         return {s for s in self.current if s.startswith(prefix)}
 
-    def _set_current(self, t: Translation) -> None:
-        if t.contributions:
-            self.current[t.source] = t
-        else:
-            self.current.pop(t.source, None)
-
-    def _log_reasons(self, t: Translation, key: str) -> None:
-        reasons = tuple(t.reasons)
-        if self._reasons.get(t.source, ()) == reasons:
+    def _log_reasons(self, source: str, reasons: tuple[str, ...], key: str) -> None:
+        if self._reasons.get(source, ()) == reasons:
             return
-        if t.source and reasons:
-            self._reasons[t.source] = reasons
+        if source and reasons:
+            self._reasons[source] = reasons
         else:
-            self._reasons.pop(t.source, None)
+            self._reasons.pop(source, None)
         for reason in reasons:
             log.warning("%s: %s", key, reason)
 
@@ -385,3 +528,25 @@ class Caches:
         """After a (re-)list: the kind is synced, and every source of it is to be diffed."""
         self.synced.add(kind)
         self.owner.resync(kind, listed, observed_ns)
+
+
+def _ingress_source(meta: Obj) -> str:
+    """The source key an Ingress's metadata names (unchecked: only to look up what we keep)."""
+    return f"{SourceKind.INGRESS}/{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _slim(obj: Obj) -> Obj:
+    """What translation reads of an Ingress: kept for the class-less ones, to translate them again."""
+    meta = obj.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in _CLASSLESS_META if k in meta}, "spec": obj.get("spec")}
+
+
+def _involved(state: IngressState) -> Obj:
+    """The Ingress as an Event names it (`status.involved` of the object it was read from)."""
+    _, namespace, name = state.source.split("/", 2)
+    meta = {"name": name, "namespace": namespace, "uid": state.uid, "resourceVersion": state.rv}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {k: v for k, v in meta.items() if v},
+    }

@@ -10,11 +10,14 @@ is the leaf's key; the key type is one Envoy serves (RSA of 2048–8192 bits, EC
 the leaf is not expired at the time the watcher observed the Secret (the caller passes that time:
 this module has no clock). The leaf's DNS SANs, lower-cased, become `names`, which the control plane
 uses to answer SNI lookups, wildcard certificates included.
+
+A usable certificate's PEM is not kept by the watcher once published; when it expires, `expired_error`
+words the error from its notAfter alone, as checking the PEM again would.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +26,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from shardgate.model import TlsCertificate
 
 _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ns(when: datetime) -> int:
+    """`when` in epoch nanoseconds, exactly (no float on the way: `not_after` gets it back)."""
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def not_after(expires_ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=expires_ns // 1000)
+
+
+def expired_error(expires: datetime) -> str:
+    """The error of a certificate checked after its notAfter."""
+    return f"certificate expired at {expires.isoformat()}"
 
 
 def check_certificate(cert_pem: bytes, key_pem: bytes, now: datetime) -> TlsCertificate:
@@ -66,7 +84,7 @@ def _check(cert_pem: bytes, key_pem: bytes, now: datetime) -> tuple[str | None, 
     if key.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
         return "tls.key does not match the certificate in tls.crt", ()
     if now > leaf.not_valid_after_utc:
-        return f"certificate expired at {leaf.not_valid_after_utc.isoformat()}", ()
+        return expired_error(leaf.not_valid_after_utc), ()
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = san.get_values_for_type(x509.DNSName)

@@ -17,18 +17,25 @@ the same entry still produce the same ids, so a retry or a failover is still ded
 Pure: the watcher publishes a `Change`'s deltas, and only once JetStream has acknowledged all of them
 does it `commit` the change here and persist the new entry (`store.py`). A crash in between re-emits the
 same deltas with the same `Nats-Msg-Id`, which JetStream's duplicate window drops.
+
+A contribution may be `Withheld`: known by its hash only (a TLS certificate's PEM, which the watcher does
+not keep once it is published). It diffs like any other; when its hash is not the published one it cannot
+be published, and the diff leaves that unit as it was until the caller holds the body again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import msgpack
 
 from shardgate.keys import SourceKind
 from shardgate.model import Contribution
 from shardgate.records import Delta, RecordError, content_hash
+
+_V = TypeVar("_V")
 
 
 def contribution_hash(contribution: Contribution) -> str:
@@ -37,10 +44,79 @@ def contribution_hash(contribution: Contribution) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Withheld:
+    """A contribution the watcher knows only by its `contribution_hash`: it can be compared with what
+    was published, not published itself."""
+
+    digest: str
+
+
+Held: TypeAlias = Contribution | Withheld
+"""A contribution as the watcher keeps it: whole, or withheld."""
+
+
+class Current(Protocol):
+    """What a source contributes now, as the caches keep it: its resourceVersion and contributions."""
+
+    @property
+    def rv(self) -> str: ...
+
+    @property
+    def contributions(self) -> Mapping[str, Held]: ...
+
+
+class One(Mapping[str, _V]):
+    """A mapping of one key, as nearly every source's units are (an Ingress names one host; a Service,
+    an EndpointSlice, a Secret each contribute to their own unit): two slots (48 bytes) instead of a
+    one-entry dict (184). The index and the caches hold one or two per source."""
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, key: str, value: _V) -> None:
+        self._key, self._value = key, value
+
+    def __getitem__(self, key: str) -> _V:
+        if key == self._key:
+            return self._value
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._value if key == self._key else default
+
+    def __contains__(self, key: object) -> bool:
+        return key == self._key
+
+    def __iter__(self) -> Iterator[str]:
+        yield self._key
+
+    def __len__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, One):
+            return bool(self._key == other._key and self._value == other._value)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, like dict
+
+    def __repr__(self) -> str:
+        return f"{{{self._key!r}: {self._value!r}}}"
+
+
+def compact(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
+    """`mapping` as it is kept for long: a `One` when it has one key, else itself."""
+    if len(mapping) == 1 and not isinstance(mapping, One):
+        ((key, value),) = mapping.items()
+        return One(key, value)
+    return mapping
+
+
+@dataclass(frozen=True, slots=True)
 class SourceEntry:
     """One source as last published: its resourceVersion, unit → contribution hash, and how many
     changes of it were published (`seq`). An entry may have no units: an Ingress that exists but has
-    no admitted host keeps its `seq`."""
+    no admitted host keeps its `seq`. The index holds one per source, so `units` is made `compact`
+    where the index builds it."""
 
     rv: str
     units: Mapping[str, str]
@@ -53,7 +129,8 @@ class SourceEntry:
     def decode(data: bytes) -> SourceEntry:
         try:
             o = msgpack.unpackb(data, raw=False)
-            return SourceEntry(str(o["rv"]), {str(k): str(v) for k, v in o["u"].items()}, int(o.get("n", 0)))
+            units = compact({str(k): str(v) for k, v in o["u"].items()})
+            return SourceEntry(str(o["rv"]), units, int(o.get("n", 0)))
         except Exception as exc:  # msgpack raises several unrelated types
             raise RecordError(f"index entry: {exc}") from exc
 
@@ -67,8 +144,13 @@ class Change:
     entry: SourceEntry | None  # None: the source contributes nothing any more; drop it
 
 
+_KINDS = {str(k): k for k in SourceKind}
+
+
 def source_kind_of(source: str) -> SourceKind:
-    return SourceKind(source.partition("/")[0])
+    # A dict lookup: the enum's own constructor costs ~1 µs, and this is asked several times per change.
+    prefix = source.partition("/")[0]
+    return _KINDS.get(prefix) or SourceKind(prefix)
 
 
 class Index:
@@ -93,7 +175,7 @@ class Index:
         self,
         source: str,
         rv: str,
-        contributions: Mapping[str, Contribution] | None,
+        contributions: Mapping[str, Held] | None,
         observed_ns: int = 0,
     ) -> Change:
         """The deltas that take `source` from what was published to `contributions` (None: the source
@@ -101,7 +183,8 @@ class Index:
 
         A tombstone carries `rv` when the source still exists (it dropped a unit at that version) and
         the last published rv when the source is gone, so every watcher that notices the same deletion
-        publishes the same message id.
+        publishes the same message id. A `Withheld` contribution whose hash is not the published one
+        gets no delta, and its unit keeps its published hash (or stays absent) in the entry.
         """
         old = self._entries.get(source)
         old_units: Mapping[str, str] = old.units if old is not None else {}
@@ -109,12 +192,16 @@ class Index:
         new_units: dict[str, str] = {}
         deltas: list[Delta] = []
         for unit, contribution in sorted((contributions or {}).items()):
-            digest = contribution_hash(contribution)
+            published = old_units.get(unit)
+            if isinstance(contribution, Withheld):
+                if published is not None:
+                    new_units[unit] = published  # unchanged, or not publishable until the body is back
+                continue
+            wire = contribution.to_wire()  # once: hashed, and the body if it changed
+            digest = content_hash(msgpack.packb(wire, use_bin_type=True))
             new_units[unit] = digest
-            if old_units.get(unit) != digest:
-                deltas.append(
-                    Delta(unit, source, f"{rv}.{seq}.{digest[:8]}", contribution.to_wire(), observed_ns)
-                )
+            if published != digest:
+                deltas.append(Delta(unit, source, f"{rv}.{seq}.{digest[:8]}", wire, observed_ns))
         tombstone_rv = rv if contributions is not None or old is None else old.rv
         for unit in sorted(old_units):
             if unit not in new_units:
@@ -124,12 +211,12 @@ class Index:
         if not deltas and old is not None:
             # Nothing to publish: keep the recorded version, so a status write costs no Redis write.
             return Change(source, (), old)
-        return Change(source, tuple(deltas), SourceEntry(rv, new_units, seq))
+        return Change(source, tuple(deltas), SourceEntry(rv, compact(new_units), seq))
 
     def relist(
         self,
         kind: SourceKind,
-        listed: Mapping[str, tuple[str, Mapping[str, Contribution]]],
+        listed: Mapping[str, tuple[str, Mapping[str, Held]]],
         observed_ns: int = 0,
     ) -> list[Change]:
         """Diff a complete listing of one kind (source → (rv, contributions)) against the index.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,19 +26,18 @@ from opentelemetry import trace
 
 from shardgate import keys, telemetry
 from shardgate.keys import SourceKind
-from shardgate.model import Contribution
 from shardgate.records import Delta
 
 from .admission import Admission
 from .backoff import Backoff
 from .fair import FairQueue
-from .index import Change, Index, source_kind_of
+from .index import Change, Current, Held, Index, source_kind_of
 from .store import IndexStore
 from .tenancy import HostRecord, Tenancy
-from .translate import Translation
 
 log = logging.getLogger(__name__)
 tracer = telemetry.tracer("shardgate.watcher")
+_HOST_UNIT = keys.host_unit("")  # "h:", what a host unit's key starts with
 
 
 class Publisher(Protocol):
@@ -67,14 +66,14 @@ class Publishers:
         store: IndexStore,
         tenancy: Tenancy,
         admission: Admission,
-        current: dict[str, Translation],
+        current: Mapping[str, Current],
         synced: set[SourceKind],
         *,
         shards: int,
         namespace_rate: float,
         namespace_burst: float,
         allowed: Callable[[], bool],
-        published_ingress: Callable[[str, dict[str, Contribution]], None],
+        published_ingress: Callable[[str, Mapping[str, Held]], None],
     ) -> None:
         self.bus = bus
         self.store = store
@@ -105,7 +104,7 @@ class Publishers:
         if job is None:
             job = self._pending[source] = Job(source, observed_ns)
             if source not in self._running:  # else the worker running it queues it again when done
-                self._fair.put(keys.split_source(source)[1], source)
+                self._fair.put(source.split("/", 2)[1], source)
         job.charged = job.charged or charged
         if span is not None:
             job.spans.append(span)
@@ -207,7 +206,10 @@ class Publishers:
             )
         ctx = trace.set_span_in_context(parent)
         try:
-            await asyncio.gather(*(self._publish_one(d, ctx) for d in change.deltas))
+            if len(change.deltas) == 1:  # the usual change (one host): no task of its own
+                await self._publish_one(change.deltas[0], ctx)
+            else:
+                await asyncio.gather(*(self._publish_one(d, ctx) for d in change.deltas))
         finally:
             if own_span is not None:
                 own_span.end()
@@ -215,18 +217,14 @@ class Publishers:
     async def _publish_one(self, delta: Delta, ctx: Any) -> None:
         if not self.allowed():
             raise NotLeader(delta.unit)
-        shard = keys.shard_of(delta.unit, self.shards)
-        with tracer.start_as_current_span(
-            "watcher.publish",
-            context=ctx,
-            attributes={
-                "sg.unit": delta.unit,
-                "sg.shard": shard,
-                "sg.tombstone": delta.body is None,
-            },
-        ) as span:
-            if keys.unit_kind(delta.unit) is keys.UnitKind.HOST:
-                span.set_attribute("sg.host", keys.unit_name(delta.unit))
+        attributes: dict[str, str | int | bool] = {
+            "sg.unit": delta.unit,
+            "sg.shard": keys.shard_of(delta.unit, self.shards),
+            "sg.tombstone": delta.body is None,
+        }
+        if delta.unit.startswith(_HOST_UNIT):
+            attributes["sg.host"] = delta.unit[len(_HOST_UNIT) :]
+        with tracer.start_as_current_span("watcher.publish", context=ctx, attributes=attributes) as span:
             seq = await self.bus.publish(delta, telemetry.traceparent())
             span.set_attribute("messaging.nats.stream_sequence", seq)
         self.published += 1

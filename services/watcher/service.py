@@ -13,7 +13,8 @@ Tasks, all started and stopped by `Watcher.run`:
 - the *elector* (Lease). Publishing and status writes happen only while `publishing()` holds: we are the
   Lease holder and have loaded the index persisted by the previous holder. Gaining the Lease loads that
   index and re-diffs every synced kind; losing it stops publishing before the next delta goes out.
-- *timers*: what time alone changes (a host's release grace ends, a certificate expires).
+- *timers*: what time alone changes (a host's release grace ends, a certificate expires), and dropping
+  the PEM of TLS Secrets once they are published (`Caches.withhold_published`).
 - *feedback*: Ingress status and Events, in the background (`status.py`).
 
 The caches and the publishers reach each other only through this class (`enqueue`, `settle`,
@@ -28,13 +29,22 @@ import time
 
 from opentelemetry import trace
 
-from shardgate.adapters.kube import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeClient
+from shardgate.adapters.kube import (
+    ENDPOINT_SLICE,
+    INGRESS,
+    INGRESS_CLASS,
+    SECRET,
+    SERVICE,
+    KubeClient,
+    KubeError,
+    NotFound,
+)
 from shardgate.keys import SourceKind
 
 from .admission import Admission
 from .backoff import Backoff
 from .caches import Caches
-from .followers import Followers
+from .followers import Followers, consume
 from .index import Index
 from .leader import LeaderElector
 from .publishing import Publisher, Publishers
@@ -47,6 +57,9 @@ from .translate import ClassPolicy, Limits
 __all__ = ["Backoff", "Publisher", "Watcher"]
 
 log = logging.getLogger(__name__)
+
+RESTORE_BY_GET = 64  # up to this many Secrets a new leader reads again one by one; more: one list
+RESTORE_CONCURRENCY = 16  # Secrets read again at once
 
 
 class Watcher:
@@ -163,7 +176,8 @@ class Watcher:
 
     async def _timers(self) -> None:
         """What time alone changes: a host whose owner let the release grace pass goes to the longest
-        waiting claimant; a certificate that reaches its notAfter becomes an error."""
+        waiting claimant; a certificate that reaches its notAfter becomes an error. And, at most a second
+        after a TLS Secret is published, its PEM is dropped (all of them while we do not lead)."""
         while True:
             now = time.time_ns()
             dues = [d for d in (self.tenancy.next_due(), self.caches.next_expiry()) if d]
@@ -172,6 +186,10 @@ class Watcher:
             if self._hosts_loaded and (hosts := self.tenancy.due(now)):
                 self.settle(hosts, now)
             self.caches.expire_due(now)
+            if self.publishing():
+                self.caches.withhold_published(self.publishers.index.get)
+            elif not self.elector.is_leader:  # (leading but not publishing: the index is being loaded)
+                self.caches.withhold_published(None)
 
     # -- what the caches ask for -------------------------------------------------------------------
 
@@ -237,3 +255,53 @@ class Watcher:
             self._rediff(kind, set(), now)
         self.caches.reconcile_status()
         self.caches.report_secrets()
+        await self._restore_withheld()
+
+    async def _restore_withheld(self) -> None:
+        """Read again the TLS Secrets we know only by a hash that is not the published one (they changed
+        while we did not lead, so we kept no PEM), and publish them: normally none; many only when the
+        published index was lost, and then with one list rather than a read each."""
+        missing = self.caches.withheld_unpublished(self.publishers.index.get)
+        if not missing:
+            return
+        log.info("leading: reading %d TLS Secrets again to publish their certificates", len(missing))
+        if len(missing) > RESTORE_BY_GET:
+            await self._restore_by_list(set(missing))
+            return
+        slots = asyncio.Semaphore(RESTORE_CONCURRENCY)
+
+        async def restore(source: str) -> None:
+            _, namespace, name = source.split("/", 2)
+            backoff = Backoff()
+            async with slots:
+                while self.publishing():
+                    try:
+                        obj = await self.kube.get(SECRET, namespace, name)
+                    except NotFound:
+                        return  # deleted meanwhile: its watch event removes it
+                    except KubeError as exc:
+                        log.warning("%s: reading it again: %s", source, exc)
+                        await asyncio.sleep(backoff.next())
+                        continue
+                    self.caches.restore_secret(obj, time.time_ns())
+                    return
+
+        await asyncio.gather(*(restore(s) for s in missing))
+
+    async def _restore_by_list(self, missing: set[str]) -> None:
+        backoff = Backoff()
+        selector = self.settings.secret_field_selector or None
+        while self.publishing():
+            try:
+                items, _ = await self.kube.list_raw(SECRET, self.settings.page_size, selector)
+                break
+            except KubeError as exc:
+                log.warning("listing TLS Secrets again: %s", exc)
+                await asyncio.sleep(backoff.next())
+        else:
+            return
+        now = time.time_ns()
+        async for obj in consume(items):
+            meta = obj.get("metadata") or {}
+            if f"{SourceKind.SECRET}/{meta.get('namespace')}/{meta.get('name')}" in missing:
+                self.caches.restore_secret(obj, now)

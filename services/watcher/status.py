@@ -161,6 +161,8 @@ class Feedback:
                     continue
                 inflight.add(key)
                 group.create_task(write(key, self._status.pop(key)))
+        if not self._status:
+            self._status = {}  # a dict keeps the table of its largest size (a burst's) until it grows again
         return failed
 
     async def _run(self) -> None:

@@ -9,13 +9,15 @@ field only after JetStream acknowledged every delta of the change (one HSET, or 
 contributes nothing any more), so the hash never claims more than was published. A new leader loads it
 whole and diffs its caches against it: it publishes exactly what its predecessor did not.
 
-Redis errors are translated here (`StoreError`); connection failures and timeouts are retried.
+Redis errors are translated here (`StoreError`); connection failures and timeouts are retried. A save is
+tried once before any retry machinery is set up: a burst saves one entry per source, and building a
+tenacity retrier for each showed in the watcher's profile.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
@@ -31,6 +33,7 @@ from shardgate.watcher.tenancy import HostRecord
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 
 
 class StoreError(AdapterError):
@@ -69,13 +72,25 @@ class RedisIndexStore:
         client = aioredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         return cls(client, key, hosts_key=hosts_key)
 
-    def _retrying(self) -> AsyncRetrying:
+    def _retrying(self, attempts: int | None = None) -> AsyncRetrying:
         return AsyncRetrying(
-            retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError)),
-            stop=stop_after_attempt(self.attempts),
+            retry=retry_if_exception_type(_TRANSIENT),
+            stop=stop_after_attempt(attempts or self.attempts),
             wait=wait_random_exponential(multiplier=0.1, max=3.0),
             reraise=True,
         )
+
+    async def _write(self, write: Callable[[], Awaitable[object]]) -> None:
+        """`write()`, retried on connection trouble (`attempts` in all, the first one included)."""
+        try:
+            await write()
+            return
+        except _TRANSIENT:
+            if self.attempts <= 1:
+                raise
+        async for attempt in self._retrying(self.attempts - 1):
+            with attempt:
+                await write()
 
     async def _load_hash(self, key: str, decode: Callable[[bytes], _T], dropped: str) -> dict[str, _T]:
         """Every field of hash `key`, decoded; an unreadable value is logged and dropped (`dropped` says
@@ -100,12 +115,11 @@ class RedisIndexStore:
 
     async def save(self, source: str, entry: SourceEntry | None) -> None:
         try:
-            async for attempt in self._retrying():
-                with attempt:
-                    if entry is None:
-                        await self.client.hdel(self.key, source)
-                    else:
-                        await self.client.hset(self.key, source, entry.encode())
+            if entry is None:
+                await self._write(lambda: self.client.hdel(self.key, source))
+            else:
+                data = entry.encode()
+                await self._write(lambda: self.client.hset(self.key, source, data))
         except RedisError as exc:
             raise StoreError(f"saving {source} in {self.key}: {exc}") from exc
 
@@ -117,16 +131,18 @@ class RedisIndexStore:
     async def save_hosts(self, records: dict[str, HostRecord | None]) -> None:
         if not records:
             return
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for host, record in records.items():
+                if record is None:
+                    pipe.hdel(self.hosts_key, host)
+                else:
+                    pipe.hset(self.hosts_key, host, record.encode())
+            await pipe.execute()
+
         try:
-            async for attempt in self._retrying():
-                with attempt:
-                    pipe = self.client.pipeline(transaction=True)
-                    for host, record in records.items():
-                        if record is None:
-                            pipe.hdel(self.hosts_key, host)
-                        else:
-                            pipe.hset(self.hosts_key, host, record.encode())
-                    await pipe.execute()
+            await self._write(write)
         except RedisError as exc:
             raise StoreError(f"saving {len(records)} host records in {self.hosts_key}: {exc}") from exc
 

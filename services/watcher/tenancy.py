@@ -24,13 +24,19 @@ Ingress may route a host at all.
 
 Conflicts between Ingresses of the owning namespace are not decided here: the merge decides them
 (oldest wins) and the watcher tells the loser.
+
+Memory: this holds a few entries per Ingress, so the common case is kept small. A host claimed by one
+Ingress (and a parent domain with one exact host) maps to that one string, not to a set of one (216
+bytes); a claim's hosts are a tuple; a record with nobody waiting shares one empty, read-only mapping,
+and `waiting` is replaced, never changed in place.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import msgpack
 
@@ -42,36 +48,81 @@ SHARING_ANNOTATION = "shardgate.io/allow-host-sharing-with"
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """One Ingress's claim: the hosts it names and whom it lets share them."""
+    """One Ingress's claim: the hosts it names (any collection; the watcher passes a tuple) and whom it
+    lets share them."""
 
     namespace: str
     created: str
-    hosts: frozenset[str]
+    hosts: Collection[str]
     sharing: frozenset[str] = frozenset()
+
+
+NO_WAITING: Mapping[str, int] = MappingProxyType({})
+"""The `waiting` of every record nobody waits for: one shared mapping, read-only so that it cannot be
+changed in place by mistake."""
 
 
 @dataclass(slots=True)
 class HostRecord:
-    """The persisted state of one host: its owner ("" when none) and who waits since when (epoch ns)."""
+    """The persisted state of one host: its owner ("" when none) and who waits since when (epoch ns).
+    `waiting` is replaced, never changed in place (it may be the shared `NO_WAITING`)."""
 
     owner: str = ""
-    waiting: dict[str, int] = field(default_factory=dict)
+    waiting: Mapping[str, int] = field(default_factory=lambda: NO_WAITING)
     released: int = 0  # when the owner stopped naming the host (epoch ns); 0 while it names it
 
     def encode(self) -> bytes:
-        o = {"o": self.owner, "w": self.waiting, "r": self.released}
+        o = {"o": self.owner, "w": dict(self.waiting), "r": self.released}
         return msgpack.packb(o, use_bin_type=True)  # type: ignore[no-any-return]
 
     def copy(self) -> HostRecord:
-        return HostRecord(self.owner, dict(self.waiting), self.released)
+        return HostRecord(self.owner, self.waiting, self.released)  # `waiting` is never changed in place
+
+    def wait(self, namespace: str, since: int) -> None:
+        self.waiting = {**self.waiting, namespace: since}
 
     @staticmethod
     def decode(data: bytes) -> HostRecord:
         try:
             o = msgpack.unpackb(data, raw=False)
-            return HostRecord(str(o["o"]), {str(k): int(v) for k, v in o["w"].items()}, int(o.get("r", 0)))
+            waiting = {str(k): int(v) for k, v in o["w"].items()}
+            return HostRecord(str(o["o"]), waiting or NO_WAITING, int(o.get("r", 0)))
         except Exception as exc:  # msgpack raises several unrelated types
             raise RecordError(f"host record: {exc}") from exc
+
+
+def _add(index: dict[str, str | set[str]], key: str, member: str) -> None:
+    """Add `member` to `key`'s members: the member itself while it is the only one, else a set."""
+    have = index.get(key)
+    if have is None:
+        index[key] = member
+    elif isinstance(have, str):
+        if have != member:
+            index[key] = {have, member}
+    else:
+        have.add(member)
+
+
+def _discard(index: dict[str, str | set[str]], key: str, member: str) -> None:
+    have = index.get(key)
+    if have is None:
+        return
+    if isinstance(have, str):
+        if have == member:
+            del index[key]
+        return
+    have.discard(member)
+    if len(have) == 1:
+        index[key] = next(iter(have))
+    elif not have:
+        del index[key]
+
+
+def _members(index: dict[str, str | set[str]], key: str) -> Collection[str]:
+    have = index.get(key)
+    if have is None:
+        return ()
+    return (have,) if isinstance(have, str) else have
 
 
 def parent(host: str) -> str:
@@ -86,9 +137,9 @@ class Tenancy:
         self._releasing: set[str] = set()  # hosts whose owner stopped naming them, within the grace
         self._sharing_changed: set[str] = set()  # hosts whose owner changed whom it lets share them
         self._claims: dict[str, Claim] = {}  # source -> claim
-        self._by_host: dict[str, set[str]] = {}  # host -> sources claiming it
+        self._by_host: dict[str, str | set[str]] = {}  # host -> sources claiming it (see `_add`)
         self._records: dict[str, HostRecord] = {}
-        self._exact_by_parent: dict[str, set[str]] = {}  # parent domain -> exact hosts claimed or owned
+        self._exact_by_parent: dict[str, str | set[str]] = {}  # parent domain -> exact hosts claimed/owned
         self.dirty: set[str] = set()  # hosts whose record changed since the last `take_dirty`
 
     # -- state in ----------------------------------------------------------------------------------
@@ -108,7 +159,7 @@ class Tenancy:
             for host in claim.hosts:
                 record = self._records.setdefault(host, HostRecord())
                 if record.owner != claim.namespace and claim.namespace not in record.waiting:
-                    record.waiting[claim.namespace] = now
+                    record.wait(claim.namespace, now)
                     self.dirty.add(host)
 
     def known_hosts(self) -> set[str]:
@@ -116,30 +167,31 @@ class Tenancy:
         return set(self._records) | set(self._by_host)
 
     def set_claim(self, source: str, claim: Claim | None, now: int) -> set[str]:
-        """Record what `source` claims now (None: nothing); returns the hosts to `settle`."""
+        """Record what `source` claims now (None: nothing); returns the hosts to `settle` (none when the
+        claim is the one already recorded: nothing about its hosts changed)."""
         old = self._claims.get(source)
+        if claim is not None and not claim.hosts:
+            claim = None
+        if old == claim:
+            return set()
+        new_hosts = set(claim.hosts) if claim is not None else set()
         touched = set(old.hosts) if old else set()
-        touched |= claim.hosts if claim is not None else frozenset()
+        touched |= new_hosts
         owned = {h for h in touched if self.owner(h)}
         sharing_before = {h: self.sharing(self.owner(h), h) for h in owned}
         self._claims.pop(source, None)
-        if claim is not None and claim.hosts:
+        if claim is not None:
             self._claims[source] = claim
-            touched |= claim.hosts
             for host in claim.hosts:
-                self._by_host.setdefault(host, set()).add(source)
+                _add(self._by_host, host, source)
                 self._track(host)
                 record = self._records.setdefault(host, HostRecord())
                 if record.owner != claim.namespace and claim.namespace not in record.waiting:
-                    record.waiting[claim.namespace] = now
+                    record.wait(claim.namespace, now)
                     self.dirty.add(host)
         if old is not None:
-            for host in old.hosts - (claim.hosts if claim else frozenset()):
-                sources = self._by_host.get(host)
-                if sources is not None:
-                    sources.discard(source)
-                    if not sources:
-                        del self._by_host[host]
+            for host in set(old.hosts) - new_hosts:
+                _discard(self._by_host, host, source)
         self._sharing_changed |= {h for h in owned if self.sharing(self.owner(h), h) != sharing_before[h]}
         return touched
 
@@ -192,7 +244,7 @@ class Tenancy:
         if record is None:
             return False
         claimants = self.claimants(host)
-        before = (record.owner, dict(record.waiting), record.released)
+        before = (record.owner, record.waiting, record.released)
         if record.owner and record.owner not in claimants:
             record.released = record.released or now
             if now - record.released >= self.grace_ns:
@@ -203,13 +255,16 @@ class Tenancy:
             self._releasing.add(host)
         else:
             self._releasing.discard(host)
-        record.waiting = {ns: t for ns, t in record.waiting.items() if ns in claimants and ns != record.owner}
+        if any(ns not in claimants or ns == record.owner for ns in record.waiting):
+            waiting = {ns: t for ns, t in record.waiting.items() if ns in claimants and ns != record.owner}
+            record.waiting = waiting or NO_WAITING
         if not record.owner and claimants:
             candidates = [ns for ns in claimants if self._blocked(ns, host, include_self=False) is None]
             if candidates:
                 winner = min(candidates, key=lambda ns: (record.waiting.get(ns, 0), claimants[ns], ns))
                 record.owner = winner
-                record.waiting.pop(winner, None)
+                if winner in record.waiting:
+                    record.waiting = {ns: t for ns, t in record.waiting.items() if ns != winner} or NO_WAITING
         if (record.owner, record.waiting, record.released) != before:
             self.dirty.add(host)
         if not record.owner and not record.waiting and not claimants:
@@ -227,7 +282,7 @@ class Tenancy:
     def claimants(self, host: str) -> dict[str, str]:
         """namespace → its oldest claiming Ingress's creationTimestamp."""
         out: dict[str, str] = {}
-        for source in self._by_host.get(host, ()):
+        for source in _members(self._by_host, host):
             claim = self._claims[source]
             if claim.namespace not in out or claim.created < out[claim.namespace]:
                 out[claim.namespace] = claim.created
@@ -238,7 +293,7 @@ class Tenancy:
         if host == CATCH_ALL_HOST:
             return set()
         if host.startswith("*."):
-            return set(self._exact_by_parent.get(host[2:], ()))
+            return set(_members(self._exact_by_parent, host[2:]))
         wildcard = f"*.{parent(host)}"
         return {wildcard} if wildcard in self._records or wildcard in self._by_host else set()
 
@@ -273,7 +328,7 @@ class Tenancy:
     def sharing(self, owner: str, host: str) -> frozenset[str]:
         """The namespaces `owner`'s Ingresses naming `host` let share it."""
         out: set[str] = set()
-        for source in self._by_host.get(host, ()):
+        for source in _members(self._by_host, host):
             claim = self._claims[source]
             if claim.namespace == owner:
                 out |= claim.sharing
@@ -281,7 +336,7 @@ class Tenancy:
 
     def sources(self, hosts: Iterable[str]) -> set[str]:
         """The Ingresses claiming any of `hosts`."""
-        return {s for h in hosts for s in self._by_host.get(h, ())}
+        return {s for h in hosts for s in _members(self._by_host, h)}
 
     def record(self, host: str) -> HostRecord | None:
         return self._records.get(host)
@@ -296,13 +351,9 @@ class Tenancy:
 
     def _track(self, host: str) -> None:
         if not host.startswith("*.") and host != CATCH_ALL_HOST:
-            self._exact_by_parent.setdefault(parent(host), set()).add(host)
+            _add(self._exact_by_parent, parent(host), host)
 
     def _untrack(self, host: str) -> None:
         if host in self._records or host in self._by_host:
             return
-        siblings = self._exact_by_parent.get(parent(host))
-        if siblings is not None:
-            siblings.discard(host)
-            if not siblings:
-                del self._exact_by_parent[parent(host)]
+        _discard(self._exact_by_parent, parent(host), host)

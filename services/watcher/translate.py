@@ -21,15 +21,24 @@ Which Ingresses are ours: `spec.ingressClassName` (or the legacy `kubernetes.io/
 annotation) equal to the configured class; an Ingress naming no class at all only when an IngressClass
 marked `ingressclass.kubernetes.io/is-default-class: "true"` names our controller. `IngressClasses`
 keeps the little the watcher needs to know about IngressClass objects to decide that.
+
+The watcher keeps the contributions of every Ingress for as long as it exists, so the strings that repeat
+across objects — namespaces, Service and port names, paths, creation times, Secret names — are
+`sys.intern`ed: one copy per distinct value instead of one per object parsed from JSON; and the caller may
+pass `share` (`shared.Shared.share`) to get one instance of each equal backend, path rule and list of path
+rules. Neither changes a value, only how many copies of it exist.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shardgate import keys
 from shardgate.keys import SourceKind
@@ -49,9 +58,11 @@ from shardgate.model import (
 
 from . import validate
 from .annotations import DEFAULT_MAX_TIMEOUT_S, DEFAULT_MAX_VALUE_BYTES, capture_refs, parse_annotations
-from .certs import check_certificate_expiry
+from .certs import check_certificate_expiry, epoch_ns
+from .shared import Share
 
 Obj = dict[str, Any]
+_T = TypeVar("_T", bound=Hashable)
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
@@ -142,7 +153,7 @@ def _meta(obj: Obj) -> tuple[str, str, str] | None:
     name, namespace = meta.get("name"), meta.get("namespace")
     if validate.object_key_error(namespace, name) is not None:
         return None
-    return str(namespace), str(name), str(meta.get("resourceVersion", ""))
+    return sys.intern(str(namespace)), str(name), str(meta.get("resourceVersion", ""))
 
 
 def _keyless(kind: str) -> Translation:
@@ -183,11 +194,11 @@ def _backend(raw: Any) -> Backend | str:
     if number is not None:
         if (why := validate.port_number_error(number)) is not None:
             return f"backend service {name}: {why}"
-        return Backend(str(name), number)
+        return Backend(sys.intern(str(name)), number)
     if port_name is not None:
         if (why := validate.port_name_error(port_name)) is not None:
             return f"backend service {name}: {why}"
-        return Backend(str(name), port_name)
+        return Backend(sys.intern(str(name)), sys.intern(str(port_name)))
     return f"backend service {name} has neither port number nor port name"
 
 
@@ -196,6 +207,11 @@ class _PathCheck:
     limits: Limits
     regex: bool  # use-regex: Prefix and ImplementationSpecific paths are RE2 patterns
     captures: int  # the highest $N the rewrite target refers to
+    share: Share  # one instance per equal value (see the module's docstring)
+
+
+def _unshared(value: _T, /) -> _T:
+    return value
 
 
 def _paths(rule: Obj, where: str, check: _PathCheck) -> tuple[list[PathRule], list[str]]:
@@ -233,7 +249,7 @@ def _paths(rule: Obj, where: str, check: _PathCheck) -> tuple[list[PathRule], li
         if isinstance(backend, str):
             errors.append(f"{at}: {backend}")
             continue
-        out.append(PathRule(path, ptype, backend))
+        out.append(check.share(PathRule(sys.intern(path), ptype, check.share(backend))))
     return out, errors
 
 
@@ -257,12 +273,16 @@ def _tls_secrets(spec: Obj, reasons: list[str]) -> dict[str, str]:
             if not isinstance(host, str) or (why := validate.host_error(host.lower())) is not None:
                 reasons.append(f"tls[{i}]: {why or 'host is not a string'}")
                 continue
-            out.setdefault(host.lower(), str(secret))
+            out.setdefault(host.lower(), sys.intern(str(secret)))
     return out
 
 
 def translate_ingress(
-    obj: Obj, policy: ClassPolicy, classes: IngressClasses, limits: Limits | None = None
+    obj: Obj,
+    policy: ClassPolicy,
+    classes: IngressClasses,
+    limits: Limits | None = None,
+    share: Share = _unshared,
 ) -> Translation:
     """An Ingress → HostRoutes per host it names (and the catch-all), if the Ingress is ours."""
     limits = limits or Limits()
@@ -277,7 +297,7 @@ def translate_ingress(
     if not t.ours:
         return t
     meta = obj["metadata"]
-    t.created = str(meta.get("creationTimestamp") or "")
+    t.created = sys.intern(str(meta.get("creationTimestamp") or ""))
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         t.reasons.append("spec is not an object")
@@ -298,7 +318,7 @@ def translate_ingress(
             parsed.errors.append("rewrite-target refers to capture groups but use-regex is false")
         else:
             options = replace(options, use_regex=True)  # as in nginx: capture groups imply regex paths
-    check = _PathCheck(limits, options.use_regex, captures)
+    check = _PathCheck(limits, options.use_regex, captures, share)
 
     paths_by_host: dict[str, list[PathRule]] = {}
     bad_hosts: dict[str, list[str]] = {}
@@ -351,13 +371,32 @@ def translate_ingress(
             namespace=namespace,
             ingress=name,
             created=t.created,
-            paths=tuple(paths),
+            paths=share(tuple(paths)),
             tls_secret=tls.get(host) if host != CATCH_ALL_HOST else None,
             options=options,
             default_backend=default if host == CATCH_ALL_HOST else None,
         )
     t.admitted = bool(t.contributions)
     return t
+
+
+def ingress_fingerprint(obj: Obj) -> int | None:
+    """A hash of what `translate_ingress` reads of an Ingress besides its key and resourceVersion: spec,
+    annotations and creationTimestamp. Equal fingerprints (same key, same IngressClasses) translate
+    alike, so an update that changes none of them — a status write, our own coming back included, or a
+    label — need not be translated again. None when the object cannot be fingerprinted."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    try:
+        text = json.dumps(
+            [obj.get("spec"), meta.get("annotations"), meta.get("creationTimestamp")],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    except (TypeError, ValueError):
+        return None
+    return hash(text)
 
 
 def translate_service(obj: Obj) -> Translation:
@@ -448,7 +487,7 @@ def translate_secret(obj: Obj, now: datetime) -> Translation:
                 cert = TlsCertificate(b"", b"", error="tls.crt or tls.key is missing")
             else:
                 cert, expires = check_certificate_expiry(crt, key_pem, now)
-                t.expires_ns = int(expires.timestamp() * 1e9) if expires is not None else 0
+                t.expires_ns = epoch_ns(expires) if expires is not None else 0
     if cert.error:
         t.reasons.append(f"certificate not usable: {cert.error}")
     t.contributions[keys.secret_unit(namespace, name)] = cert

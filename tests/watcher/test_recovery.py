@@ -6,12 +6,16 @@ import copy
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
-from shardgate.adapters.kube import INGRESS, LEASE
+from shardgate.adapters.kube import INGRESS, LEASE, SECRET
 from shardgate.kubeapi.server import ApiServer
+from shardgate.records import decode_contribution
+from shardgate.watcher.index import SourceEntry, Withheld, contribution_hash
+from shardgate.watcher.service import Watcher
 
-from .conftest import Env, StartWatcher, settle, wait_until
-from .helpers import host, ingress, summary
+from .conftest import Env, StartWatcher, settle, wait_for, wait_until
+from .helpers import host, ingress, make_cert, summary, tls_secret_pem
 
 pytestmark = pytest.mark.integration
 
@@ -146,4 +150,43 @@ async def test_410_on_open_watches_relists_and_publishes_nothing_unchanged(
         lambda: all(w.watcher.lists[k] > n for k, n in before.items()), what="every kind to list again"
     )
     await settle(env, w.watcher)
+    assert env.log.new() == []
+
+
+async def test_a_new_leader_reads_again_a_certificate_it_knows_only_by_hash(
+    env: Env, start_watcher: StartWatcher
+) -> None:
+    a = await start_watcher("a")
+    await wait_until(a.watcher.publishing, what="a leads")
+    b = await start_watcher("b")
+    await env.kube.create(SECRET, "default", tls_secret_pem("shop", *make_cert(["shop.example.com"])))
+    await settle(env, a.watcher, b.watcher)
+    [published] = env.log.new()
+    digest = contribution_hash(decode_contribution(published.delta.source, published.delta.body or {}))
+
+    def withheld(w: Watcher) -> bool:
+        held = w.caches.current["secret/default/shop"].contributions["t:default/shop"]
+        return isinstance(held, Withheld) and held.digest == digest
+
+    # Neither keeps the PEM: the leader once it is published, the standby at once.
+    await wait_until(lambda: withheld(a.watcher) and withheld(b.watcher), what="the PEM dropped")
+
+    # The published index loses the Secret, as if a had died between the ack and the index write: b,
+    # taking over, must read the Secret again to publish it.
+    r = aioredis.Redis.from_url(env.redis.url)
+    try:
+        await r.hdel("sg:watcher:index", "secret/default/shop")
+        await a.stop()
+        await wait_until(b.watcher.publishing, what="b takes over")
+
+        async def republished() -> bool:
+            raw = await r.hget("sg:watcher:index", "secret/default/shop")
+            return raw is not None and SourceEntry.decode(raw).units == {"t:default/shop": digest}
+
+        await wait_for(republished, what="b publishing the certificate again")
+    finally:
+        await r.aclose()
+    # The same change with the same message id: JetStream kept the first, the stream has no second.
+    assert b.watcher.published == 1
+    await settle(env, b.watcher)
     assert env.log.new() == []
