@@ -279,7 +279,7 @@ class Caches:
         return source, state, True
 
     def _status_ours(self, obj: Obj) -> bool:
-        return bool(self.status_address) and load_balancer_ingress(obj) == self._target
+        return bool(self._target) and load_balancer_ingress(obj) == self._target
 
     def _forget_ingress(self, source: str, observed_ns: int, settle: bool = True) -> None:
         self.current.pop(source, None)
@@ -322,9 +322,7 @@ class Caches:
             self.feedback.report(_involved(state), [*state.reasons, *self.admission.reasons(source)])
 
     def _want_status(self, state: IngressState) -> None:
-        if not self.status_address or state.admitted == state.status_ours:
-            return  # we write no status, or it is right already (ours and admitted, or neither)
-        wanted = wanted_status(state.admitted, self._target if state.status_ours else [], self.status_address)
+        wanted = wanted_status(state.admitted, state.status_ours, self._target)
         if wanted is not None:
             _, namespace, name = state.source.split("/", 2)
             self.feedback.want_status(namespace, name, wanted)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from shardgate import keys, telemetry
 from shardgate.keys import SourceKind
@@ -224,7 +225,16 @@ class Publishers:
         }
         if delta.unit.startswith(_HOST_UNIT):
             attributes["sg.host"] = delta.unit[len(_HOST_UNIT) :]
-        with tracer.start_as_current_span("watcher.publish", context=ctx, attributes=attributes) as span:
-            seq = await self.bus.publish(delta, telemetry.traceparent())
+        # Not made the current span: its traceparent is all the publish needs, and attaching it to the
+        # context (and detaching) cost more than the rest of the span.
+        span = tracer.start_span("watcher.publish", context=ctx, attributes=attributes)
+        try:
+            seq = await self.bus.publish(delta, telemetry.traceparent(trace.set_span_in_context(span)))
             span.set_attribute("messaging.nats.stream_sequence", seq)
+        except BaseException as exc:  # as `start_as_current_span` records it
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            span.end()
         self.published += 1

@@ -60,14 +60,17 @@ def involved(obj: Obj, kind: str, api_version: str) -> Obj:
     }
 
 
-def wanted_status(admitted: bool, current: list[Obj], address: str) -> list[Obj] | None:
-    """The `status.loadBalancer.ingress` to write, or None when the current one is right (or not ours)."""
-    if not address:
+def wanted_status(admitted: bool, status_ours: bool, target: list[Obj]) -> list[Obj] | None:
+    """The `status.loadBalancer.ingress` to write, or None when the current one is right (or not ours).
+
+    `target` is what we write (`load_balancer_entry` of the configured address; empty: no address, no
+    status at all) and `status_ours` whether the Ingress holds exactly that now: the watcher keeps that
+    flag, not the status."""
+    if not target:
         return None
-    target = load_balancer_entry(address)
     if admitted:
-        return target if current != target else None
-    return [] if current == target else None
+        return None if status_ours else target
+    return [] if status_ours else None
 
 
 class Feedback:

@@ -143,7 +143,9 @@ def test_an_update_translation_would_not_see_is_not_translated_again(monkeypatch
 
     monkeypatch.setattr("shardgate.watcher.caches.translate_ingress", counting)
     obj = ingress("shop", ["shop.example.com"])
-    obj["metadata"].update(resourceVersion="1", uid="u-1", creationTimestamp="2026-01-01T00:00:00Z")
+    obj["metadata"].update(
+        resourceVersion="1", uid="u-1", generation=1, creationTimestamp="2026-01-01T00:00:00Z"
+    )
     caches.on_ingress_event("ADDED", obj, 1)
     state = caches.ingresses["ingress/default/shop"]
     contributions = state.contributions
@@ -161,10 +163,15 @@ def test_an_update_translation_would_not_see_is_not_translated_again(monkeypatch
     assert calls == ["1", "3"]
     assert caches.ingresses["ingress/default/shop"].contributions is contributions
 
-    edit = copy.deepcopy(label)
-    edit["metadata"]["resourceVersion"] = "4"
+    edit = copy.deepcopy(label)  # a new spec: the API server bumps the generation
+    edit["metadata"].update(resourceVersion="4", generation=2)
     edit["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/shop"
     caches.on_ingress_event("MODIFIED", edit, 4)
     assert calls == ["1", "3", "4"]
     after = caches.ingresses["ingress/default/shop"]
     assert after.rv == "4" and after.contributions != contributions and after.status_ours
+
+    again = copy.deepcopy(edit)  # deleted and created again while nobody watched: a new uid
+    again["metadata"].update(resourceVersion="5", uid="u-2", generation=1)
+    caches.on_ingress_event("MODIFIED", again, 5)
+    assert calls == ["1", "3", "4", "5"]

@@ -31,7 +31,9 @@ def test_wanted_status_table() -> None:
         (True, [], "", None),  # no address configured: no status at all
     ]
     for admitted, current, address, wanted in cases:
-        assert wanted_status(admitted, current, address) == wanted, (admitted, current, address)
+        target = load_balancer_entry(address) if address else []
+        status_ours = bool(target) and current == target  # the flag the watcher keeps
+        assert wanted_status(admitted, status_ours, target) == wanted, (admitted, current, address)
 
 
 def test_settings_env_then_flags() -> None:
