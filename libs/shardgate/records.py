@@ -14,6 +14,7 @@ guessing, so a mixed-version rollout fails loudly instead of silently mis-routin
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,4 +176,6 @@ class Fragment:
     @staticmethod
     def decode(data: bytes) -> Fragment:
         o = _unpack(data, "fragment")
-        return Fragment(o["u"], tuple(Resource(*r) for r in o["r"]), o.get("m") or {})
+        # A handful of type URLs, each ~70 characters: one string each, not one per resource held.
+        resources = tuple(Resource(sys.intern(t), n, v, b) for t, n, v, b in o["r"])
+        return Fragment(o["u"], resources, o.get("m") or {})

@@ -108,3 +108,33 @@ async def test_snapshot_then_notices_then_gaps(parts: tuple[ShardStore, DeltaBus
         assert follower.revisions[1] == w.rev
     finally:
         await follower.stop()
+
+
+async def test_a_host_is_held_with_only_the_meta_the_pusher_reads(parts: tuple[ShardStore, DeltaBus]) -> None:
+    store, bus = parts
+    w = Writer(store, bus, 2)
+    status_meta = {"host": "a.example.com", "conflicts": [{"source": "i:ns/x", "path": "/"}]}
+
+    def host(unit: str, **meta: object) -> Fragment:
+        return Fragment(unit, (make_resource(ROUTE, unit, unit.encode()),), {**status_meta, **meta})
+
+    await w.write({"h:a.example.com": host("h:a.example.com", tls_secret="ns/cert")})
+    cache = ResourceCache()
+    follower = Follower(store, bus, cache, SHARDS, resync_s=0.3)
+    await follower.start()
+    try:
+        loaded = cache.fragment("h:a.example.com")
+        assert loaded is not None and loaded.meta == {"tls_secret": "ns/cert"}
+        # The SNI index still sees the host's secret: it resolves (to a missing Secret, here).
+        assert cache.resolve_sni("a.example.com").secret == "t:ns/cert"
+
+        await w.write({"h:b.example.com": host("h:b.example.com")})
+        await eventually(lambda: cache.fragment("h:b.example.com") is not None)
+        relayed = cache.fragment("h:b.example.com")
+        assert (
+            relayed is not None
+            and relayed.meta == {}
+            and body(cache, "h:b.example.com") == b"h:b.example.com"
+        )
+    finally:
+        await follower.stop()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shardgate.pusher import stream as stream_module
 from shardgate.pusher.cache import ResourceCache
 from shardgate.pusher.delta import DeltaStream
 from shardgate.pusher.sotw import SotwStream
@@ -186,3 +191,33 @@ def test_sotw_nack_keeps_the_last_accepted_version_of_the_named_resource() -> No
     (r3,) = stream.responses()
     bodies = sorted(a.value for a in r3.resources)
     assert bodies == [b"v1", b"v2"]  # a's last accepted version, b's new one
+
+
+async def test_a_large_push_hands_the_freed_heap_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new Envoy's first response holds every scope: once written, malloc's pages go back."""
+    trims: list[str] = []
+    monkeypatch.setattr(stream_module.heap, "trim", lambda reason="": trims.append(reason) or True)
+    monkeypatch.setattr(stream_module, "LARGE_PUSH", 3)
+    cache = ResourceCache()
+    cache.apply({f"h:{i}": host(str(i)) for i in range(3)})
+    requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
+    written: asyncio.Queue[discovery_pb2.DeltaDiscoveryResponse] = asyncio.Queue()
+
+    async def envoy() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+        while (req := await requests.get()) is not None:
+            yield req
+
+    async def write(resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        await written.put(resp)
+
+    stream = DeltaStream(cache, hold_off=0)
+    task = asyncio.create_task(stream.run(envoy(), write))
+    await requests.put(delta_req())
+    first = await asyncio.wait_for(written.get(), 10)
+    assert len(first.resources) == 3 and trims == ["a push of 3 resources"]
+    await requests.put(delta_req(nonce=first.nonce))
+    cache.apply({"h:4": host("4")})  # a small push afterwards: nothing to hand back
+    second = await asyncio.wait_for(written.get(), 10)
+    assert len(second.resources) == 1 and trims == ["a push of 3 resources"]
+    await requests.put(None)
+    await task
