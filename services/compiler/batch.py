@@ -4,6 +4,9 @@ Deltas are applied in stream order; several changes to one unit in a batch cost 
 last state wins). A delta at or below the shard's applied sequence is a redelivery and changes nothing.
 A unit whose fragment hash did not change is neither rewritten nor announced. A unit that fails to
 compile keeps its last good fragment and is reported with its key: one bad unit never stops its shard.
+
+The shard's state comes in as the worker holds it (`held.py`): each unit's contributions packed, its
+fragment hash as a digest. Only the touched units are unpacked, and their new state comes out packed.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from dataclasses import dataclass, field
 
 from shardgate.adapters.jetstream import DeltaMessage
 from shardgate.adapters.store import Commit
-from shardgate.model import Contribution, Wire
+from shardgate.model import Contribution
 from shardgate.records import Fragment, decode_contribution
+
+from .held import Digest, PackedSources, Sources, digest, pack_sources, unpack_sources
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,8 @@ class UnitChange:
 class BatchPlan:
     commit: Commit
     units: dict[str, UnitChange]  # every unit a delta touched
-    new_contributions: dict[str, dict[str, Wire]]  # touched units' full source maps after the batch
-    new_hashes: dict[str, str | None]  # changed units' fragment hashes (None: deleted)
+    new_contributions: dict[str, PackedSources | None]  # touched units' sources after it (None: none left)
+    new_hashes: dict[str, Digest | None]  # changed units' fragment hashes (None: deleted)
     skipped: int = 0  # redelivered deltas
 
     @property
@@ -50,13 +55,14 @@ def plan_batch(
     messages: list[DeltaMessage],
     applied_seq: int,
     revision: int,
-    hashes: Mapping[str, str],
-    contributions: Mapping[str, Mapping[str, Wire]],
+    hashes: Mapping[str, Digest],
+    contributions: Mapping[str, PackedSources],
     compile_unit: CompileFn,
 ) -> BatchPlan:
-    """Apply `messages` on top of the shard's state; `contributions` must hold every touched unit."""
+    """Apply `messages` on top of the shard's state; `contributions` must hold every touched unit that
+    has any (a unit it lacks has none)."""
     units: dict[str, UnitChange] = {}
-    new_contrib: dict[str, dict[str, Wire]] = {}
+    new_contrib: dict[str, Sources] = {}
     commit = Commit(seq=applied_seq)
     skipped = 0
     for m in messages:
@@ -72,7 +78,7 @@ def plan_batch(
             change.traceparents.append(m.traceparent)
         change.sources.append(d.source)
         if d.unit not in new_contrib:
-            new_contrib[d.unit] = dict(contributions.get(d.unit, {}))
+            new_contrib[d.unit] = unpack_sources(contributions.get(d.unit))
         sources = new_contrib[d.unit]
         if d.body is None:
             sources.pop(d.source, None)
@@ -80,8 +86,10 @@ def plan_batch(
             sources[d.source] = d.body
         commit.contributions.setdefault(d.unit, {})[d.source] = d.body
 
-    new_hashes: dict[str, str | None] = {}
+    new_hashes: dict[str, Digest | None] = {}
+    packed: dict[str, PackedSources | None] = {}
     for unit, change in units.items():
+        packed[unit] = pack_sources(new_contrib[unit]) if new_contrib[unit] else None
         try:
             decoded = {src: decode_contribution(src, w) for src, w in new_contrib[unit].items()}
             fragment = compile_unit(unit, decoded)
@@ -91,11 +99,12 @@ def plan_batch(
             continue
         deleted = not fragment.resources and not fragment.meta
         new_hash = None if deleted else fragment.hash
-        if new_hash == hashes.get(unit):
+        new_digest = None if new_hash is None else digest(new_hash)
+        if new_digest == hashes.get(unit):
             continue
         change.changed = True
-        new_hashes[unit] = new_hash
+        new_hashes[unit] = new_digest
         commit.fragments[unit] = None if new_hash is None else (fragment.encode(), new_hash)
     if commit.fragments:
         commit.revision = revision + 1
-    return BatchPlan(commit, units, new_contrib, new_hashes, skipped)
+    return BatchPlan(commit, units, packed, new_hashes, skipped)

@@ -1,9 +1,9 @@
 """One shard, owned by this process: fetch its deltas in order, compile, commit, announce.
 
 The worker trusts Redis for where the shard stands (revision, applied sequence, fragment hashes) and
-keeps the shard's contributions in memory after first use, so a change costs the units it touches. It
-stops when told (rebalancing) or when its lease turns out to be lost; the ownership loop decides what
-happens next.
+keeps the shard's contributions in memory after first use, so a change costs the units it touches; both
+are held packed (`held.py`). It stops when told (rebalancing) or when its lease turns out to be lost;
+the ownership loop decides what happens next.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import time
 from opentelemetry import trace
 
 from shardgate.adapters.errors import LeaseLost, TransientError
-from shardgate.adapters.jetstream import DeltaBus, DeltaMessage
+from shardgate.adapters.jetstream import DeltaBus, DeltaMessage, ShardConsumer
 from shardgate.adapters.store import ShardStore
 from shardgate.keys import UnitKind, unit_kind, unit_name
-from shardgate.model import Wire
 from shardgate.records import Notice
 from shardgate.telemetry import context_from, link_to, traceparent, tracer
 
 from .batch import BatchPlan, CompileFn, plan_batch
+from .held import Digest, PackedSources, digests, pack_sources
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,49 +46,67 @@ class ShardWorker:
         self.store = store
         self.compile_unit = compile_unit
         self.stopping = False
-        self._contributions: dict[str, dict[str, Wire]] = {}
+        self.revision = 0
+        self.seq = 0  # the last stream sequence committed
+        self._hashes: dict[str, Digest] = {}  # unit -> its fragment's hash, for every unit with one
+        # unit -> its sources, once loaded; a unit without any is not held (Redis has none for it either)
+        self._contributions: dict[str, PackedSources] = {}
 
     async def run(self) -> None:
         state = await self.store.load_shard(self.shard)
-        revision, seq, hashes = state.revision, state.seq, state.hashes
-        consumer = await self.bus.shard_consumer(self.shard, after_seq=seq, owner=self.token)
-        log.info("shard %d: resumed at revision %d, stream seq %d", self.shard, revision, seq)
+        self.revision, self.seq, self._hashes = state.revision, state.seq, digests(state.hashes)
+        del state  # its hex hashes: as many strings as the shard has units
+        consumer = await self.bus.shard_consumer(self.shard, after_seq=self.seq, owner=self.token)
+        log.info("shard %d: resumed at revision %d, stream seq %d", self.shard, self.revision, self.seq)
         try:
             while not self.stopping:
                 messages = await consumer.fetch(self.settings.batch_size, self.settings.fetch_timeout_s)
-                if not messages:
-                    continue
-                started = time.time_ns()
-                await self._load_missing(messages)
-                plan = plan_batch(messages, seq, revision, hashes, self._contributions, self.compile_unit)
-                spans = self._start_spans(plan, started)
-                await self._commit(plan)
-                # Only a successful commit moves the in-memory state.
-                seq = plan.commit.seq
-                self._contributions.update(plan.new_contributions)
-                for unit, h in plan.new_hashes.items():
-                    if h is None:
-                        hashes.pop(unit, None)
-                    else:
-                        hashes[unit] = h
-                if plan.commit.revision is not None:
-                    revision = plan.commit.revision
-                    notice = Notice(self.shard, revision, tuple(plan.changed_units), plan.commit.traces)
-                    await self.bus.publish_notice(notice)
-                await consumer.ack()
-                for span in spans:
-                    span.set_attribute("sg.revision", revision)
-                    span.end()
+                if messages:
+                    # A call of its own, so that the batch (its deltas, fragments and spans) is not
+                    # held by this frame while the next fetch waits: 256 of each in every idle shard.
+                    await self._apply(messages, consumer)
         finally:
             await consumer.close()
+
+    async def _apply(self, messages: list[DeltaMessage], consumer: ShardConsumer) -> None:
+        started = time.time_ns()
+        await self._load_missing(messages)
+        plan = plan_batch(
+            messages, self.seq, self.revision, self._hashes, self._contributions, self.compile_unit
+        )
+        spans = self._start_spans(plan, started)
+        await self._commit(plan)
+        # Only a successful commit moves the in-memory state.
+        self.seq = plan.commit.seq
+        for unit, packed in plan.new_contributions.items():
+            if packed is None:
+                self._contributions.pop(unit, None)
+            else:
+                self._contributions[unit] = packed
+        for unit, h in plan.new_hashes.items():
+            if h is None:
+                self._hashes.pop(unit, None)
+            else:
+                self._hashes[unit] = h
+        if plan.commit.revision is not None:
+            self.revision = plan.commit.revision
+            notice = Notice(self.shard, self.revision, tuple(plan.changed_units), plan.commit.traces)
+            await self.bus.publish_notice(notice)
+        await consumer.ack()
+        for span in spans:
+            span.set_attribute("sg.revision", self.revision)
+            span.end()
 
     async def _load_missing(self, messages: list[DeltaMessage]) -> None:
         # Not `set - dict.keys()`: CPython computes that by iterating over every key of the dict (every
         # unit the shard has cached: seen as a fifth of a compiler's time in a burst at 100k).
         known = self._contributions
         missing = {m.delta.unit for m in messages if m.delta and m.delta.unit not in known}
-        if missing:
-            self._contributions.update(await self.store.load_contributions(self.shard, missing))
+        if not missing:
+            return
+        for unit, sources in (await self.store.load_contributions(self.shard, missing)).items():
+            if sources:
+                known[unit] = pack_sources(sources)
 
     def _start_spans(self, plan: BatchPlan, started_ns: int) -> list[trace.Span]:
         """One `compiler.apply` span in each change's own trace; the notice carries its context."""

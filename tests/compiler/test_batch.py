@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from shardgate.adapters.jetstream import DeltaMessage
 from shardgate.compiler.batch import plan_batch
+from shardgate.compiler.held import digest, unpack_sources
 from shardgate.keys import host_unit
 from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, Wire
 from shardgate.records import Delta, Fragment, make_resource
@@ -40,7 +41,8 @@ def test_new_unit_is_compiled_committed_and_bumps_revision() -> None:
     assert set(plan.commit.fragments) == {A}
     assert plan.changed_units == [A]
     assert plan.units[A].traceparents == ["tp1"]
-    assert plan.new_contributions[A] == {"ingress/ns/web": routes("svc1")}
+    assert unpack_sources(plan.new_contributions[A]) == {"ingress/ns/web": routes("svc1")}
+    assert plan.new_hashes[A] == digest(plan.commit.fragments[A][1])  # type: ignore[index]
 
 
 def test_several_changes_to_one_unit_cost_one_compilation_last_wins() -> None:
@@ -84,7 +86,7 @@ def test_tombstone_of_last_source_deletes_the_fragment() -> None:
     gone = plan_batch([msg(2, A, None)], 1, 1, hashes, first.new_contributions, fake_compile)
     assert gone.commit.fragments == {A: None}
     assert gone.commit.revision == 2
-    assert gone.new_contributions[A] == {}
+    assert gone.new_contributions == {A: None}  # no source left: the worker stops holding the unit
     assert gone.new_hashes == {A: None}
 
 
@@ -96,6 +98,7 @@ def test_tombstone_of_one_of_two_sources_keeps_the_other() -> None:
     plan = plan_batch([msg(3, A, None)], 2, 1, hashes, first.new_contributions, fake_compile)
     frag = Fragment.decode(plan.commit.fragments[A][0])  # type: ignore[index]
     assert frag.resources[0].body == b"api"
+    assert unpack_sources(plan.new_contributions[A]) == {other: routes("api", "api")}
 
 
 def test_a_unit_that_fails_to_compile_does_not_stop_the_others() -> None:
@@ -114,3 +117,19 @@ def test_a_unit_that_fails_to_compile_does_not_stop_the_others() -> None:
 def test_undecodable_delta_only_moves_the_sequence() -> None:
     plan = plan_batch([DeltaMessage(4, None, "")], 3, 0, {}, {}, fake_compile)
     assert plan.commit.seq == 4 and plan.commit.revision is None
+
+
+def test_a_unit_not_held_has_no_contributions_yet() -> None:
+    plan = plan_batch([msg(1, A, routes("v1"), source="ingress/ns/api")], 0, 0, {}, {}, fake_compile)
+    assert unpack_sources(plan.new_contributions[A]) == {"ingress/ns/api": routes("v1")}
+
+
+def test_a_failed_unit_still_records_its_sources() -> None:
+    def failing(unit: str, c: Mapping[str, Contribution]) -> Fragment:
+        raise ValueError("boom")
+
+    first = plan_batch([msg(1, A, routes("v1"))], 0, 0, {}, {}, fake_compile)
+    hashes = {u: h for u, h in first.new_hashes.items() if h}
+    plan = plan_batch([msg(2, A, routes("v2"))], 1, 1, hashes, first.new_contributions, failing)
+    assert plan.new_hashes == {} and plan.commit.fragments == {}  # its last good fragment stays
+    assert unpack_sources(plan.new_contributions[A]) == {"ingress/ns/web": routes("v2")}
