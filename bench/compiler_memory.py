@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import json
 import os
@@ -58,6 +60,18 @@ RESULTS_DIR = ROOT / "bench" / "results"
 ECHO_PORT = 18080
 PUBLISH_IN_FLIGHT = 256
 MEMBER_PREFIX = "compiler-"
+
+
+def _load_trim() -> Any:
+    """glibc's malloc_trim (None elsewhere), called here directly so that any revision can be measured."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _load_trim()
 
 
 def rss_mb() -> float:
@@ -230,6 +244,7 @@ async def load_child(c: Child) -> dict[str, Any]:
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     gc.collect()
     rss_loaded = rss_mb()
+    rss_trimmed = rss_loaded if _malloc_trim is None else (_malloc_trim(0), rss_mb())[1]
     workers = [w for w, _ in own.workers.values()]
     structures, units = held_by(workers, states)
     traced: dict[str, Any] = {}
@@ -254,6 +269,7 @@ async def load_child(c: Child) -> dict[str, Any]:
         "rss_imports_mb": round(rss_imports, 1),
         "rss_loaded_mb": round(rss_loaded, 1),
         "rss_bytes_per_unit": round((rss_loaded - rss_imports) * 2**20 / max(units, 1)),
+        "rss_trimmed_mb": round(rss_trimmed, 1),  # after malloc_trim(0): what malloc kept but nothing uses
         "load_s": round(elapsed, 2),
         "cpu_s": round(cpu, 2),
         "deltas": applied,
@@ -442,7 +458,9 @@ def report(r: dict[str, Any]) -> str:
             lines.append(
                 f"    {ch['member']}: {ch['shards']} shards, {ch['units']} units  "
                 f"RSS {ch['rss_imports_mb']} -> "
-                f"{ch['rss_loaded_mb']} MB = {ch['rss_bytes_per_unit']} B/unit  load {ch['load_s']} s, "
+                f"{ch['rss_loaded_mb']} MB = {ch['rss_bytes_per_unit']} B/unit "
+                f"(malloc_trim: {ch['rss_trimmed_mb']} MB)"
+                f"  load {ch['load_s']} s, "
                 f"CPU {ch['cpu_s']} s = {ch['cpu_us_per_delta']} us/delta ({ch['deltas']} deltas)"
             )
             total = sum(size for _, size, _ in ch["structures"])

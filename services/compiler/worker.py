@@ -22,7 +22,7 @@ from shardgate.records import Notice
 from shardgate.telemetry import context_from, link_to, traceparent, tracer
 
 from .batch import BatchPlan, CompileFn, plan_batch
-from .held import Digest, PackedSources, digests, pack_sources
+from .held import Digest, PackedSources, digests, pack_sources, sole_source
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class ShardWorker:
         self.revision = 0
         self.seq = 0  # the last stream sequence committed
         self._hashes: dict[str, Digest] = {}  # unit -> its fragment's hash, for every unit with one
-        # unit -> its sources, once loaded; a unit without any is not held (Redis has none for it either)
+        # unit -> its sources, once loaded. Not held: a unit without any (Redis has none either), and a
+        # unit that can have one source only (`held.sole_source`): its every delta is all of its input.
         self._contributions: dict[str, PackedSources] = {}
 
     async def run(self) -> None:
@@ -79,7 +80,7 @@ class ShardWorker:
         # Only a successful commit moves the in-memory state.
         self.seq = plan.commit.seq
         for unit, packed in plan.new_contributions.items():
-            if packed is None:
+            if packed is None or sole_source(unit) is not None:
                 self._contributions.pop(unit, None)
             else:
                 self._contributions[unit] = packed
@@ -101,7 +102,11 @@ class ShardWorker:
         # Not `set - dict.keys()`: CPython computes that by iterating over every key of the dict (every
         # unit the shard has cached: seen as a fifth of a compiler's time in a burst at 100k).
         known = self._contributions
-        missing = {m.delta.unit for m in messages if m.delta and m.delta.unit not in known}
+        missing = {
+            d.unit
+            for m in messages
+            if (d := m.delta) and d.unit not in known and d.source != sole_source(d.unit)
+        }
         if not missing:
             return
         for unit, sources in (await self.store.load_contributions(self.shard, missing)).items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgpack
 
-from shardgate.compiler.held import digest, digests, pack_sources, unpack_sources
-from shardgate.keys import host_unit
+from shardgate.compiler.held import digest, digests, pack_sources, sole_source, unpack_sources
+from shardgate.keys import SourceKind, host_unit, secret_unit, service_unit, source_key
 from shardgate.model import Backend, HostRoutes, PathRule, PathType, TlsCertificate
 from shardgate.records import Fragment, make_resource
 
@@ -36,3 +36,9 @@ def test_digests_are_the_fragment_hash_in_bytes() -> None:
     d = digest(fragment.hash)
     assert d.hex() == fragment.hash and len(d) == 12
     assert digests({"h:a": fragment.hash}) == {"h:a": d}
+
+
+def test_only_a_secret_unit_has_a_sole_source() -> None:
+    assert sole_source(secret_unit("ns", "tls")) == source_key(SourceKind.SECRET, "ns", "tls")
+    assert sole_source(host_unit("a.example.com")) is None
+    assert sole_source(service_unit("ns", "svc")) is None  # the Service and its EndpointSlices

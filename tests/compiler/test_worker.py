@@ -14,8 +14,8 @@ from shardgate.adapters.store import Commit, ShardState
 from shardgate.compiler.held import digest, unpack_sources
 from shardgate.compiler.settings import Settings
 from shardgate.compiler.worker import ShardWorker
-from shardgate.keys import host_unit
-from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, Wire
+from shardgate.keys import host_unit, secret_unit
+from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, TlsCertificate, Wire
 from shardgate.records import Delta, Fragment, Notice, make_resource
 
 A = host_unit("a.example.com")
@@ -28,12 +28,16 @@ def routes(service: str, ingress: str = "web") -> Wire:
 
 
 def fake_compile(unit: str, contributions: Mapping[str, Contribution]) -> Fragment:
-    services = sorted(
-        p.backend.service for c in contributions.values() if isinstance(c, HostRoutes) for p in c.paths
-    )
-    if not services:
+    """One resource naming the services (a host) or holding the certificates (a secret)."""
+    parts = sorted(
+        p.backend.service.encode()
+        for c in contributions.values()
+        if isinstance(c, HostRoutes)
+        for p in c.paths
+    ) + sorted(c.cert_pem for c in contributions.values() if isinstance(c, TlsCertificate))
+    if not parts:
         return Fragment(unit, ())
-    return Fragment(unit, (make_resource("t", unit, ",".join(services).encode()),))
+    return Fragment(unit, (make_resource("t", unit, b",".join(parts)),))
 
 
 class FakeStore:
@@ -109,8 +113,8 @@ class FakeBus:
         self.notices.append(notice)
 
 
-def msg(seq: int, body: Wire | None, source: str = WEB) -> DeltaMessage:
-    return DeltaMessage(seq, Delta(A, source, str(seq), body), "")
+def msg(seq: int, body: Wire | None, source: str = WEB, unit: str = A) -> DeltaMessage:
+    return DeltaMessage(seq, Delta(unit, source, str(seq), body), "")
 
 
 async def run(store: FakeStore, *batches: list[DeltaMessage]) -> ShardWorker:
@@ -172,3 +176,22 @@ async def test_after_a_restart_an_unchanged_unit_is_not_rewritten() -> None:
     worker = await run(store, [msg(2, routes("other"))])
     assert store.commits[-1].contributions == {} and store.commits[-1].seq == 2
     assert unpack_sources(worker._contributions[A]) == {WEB: routes("v1")} == store.sources[A]
+
+
+async def test_a_secret_unit_is_neither_held_nor_read() -> None:
+    unit, source = secret_unit("ns", "tls"), "secret/ns/tls"
+
+    def cert(pem: bytes) -> Wire:
+        return TlsCertificate(pem, b"key").to_wire()
+
+    store = FakeStore()
+    worker = await run(store, [msg(1, cert(b"one"), source, unit)], [msg(2, cert(b"two"), source, unit)])
+    assert store.loads == [] and worker._contributions == {}
+    assert unit in worker._hashes and store.sources[unit] == {source: cert(b"two")}
+    frag = Fragment.decode(store.commits[-1].fragments[unit][0])  # type: ignore[index]
+    assert frag.resources[0].body == b"two"  # the delta alone is the unit's input
+    # The same certificate again (a new resourceVersion) is not rewritten; a tombstone deletes it.
+    worker = await run(store, [msg(3, cert(b"two"), source, unit)], [msg(4, None, source, unit)])
+    assert store.commits[-2].fragments == {}
+    assert store.commits[-1].fragments == {unit: None} and unit not in worker._hashes
+    assert store.loads == []
