@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from shardgate.adapters.jetstream import DeltaBus
 from shardgate.keys import host_unit, shard_of
@@ -101,4 +102,60 @@ async def test_a_stale_owner_cannot_take_its_successors_messages(nats_server: Na
         await old.close()
         await new.close()
     finally:
+        await bus.close()
+
+
+async def test_idle_shards_get_each_delta_at_once_and_backlogs_in_batches(nats_server: NatsServer) -> None:
+    """Shards that poll while idle, as the compiler's do, get a lone delta by itself and a backlog in
+    batches.
+
+    nats-py's `fetch(256)` could land in its lingering phase (after a stale status from an earlier poll):
+    it then returned the first delta only when its whole timeout was up, together with whatever else came
+    meanwhile (seen: 268-526 ms for a lone delta; 1,557 of a burst of 2,000 still undelivered 3 s later,
+    with 32 shards on one connection). That stall depends on timing and is measured by the benchmarks
+    (bench.pipeline's JetStream → compiler stage); this pins what the fetch must do instead: every delta
+    delivered, a lone one by itself, a backlog in batches.
+    """
+    shards = 8
+    bus = await DeltaBus.connect(nats_server.url, shards=shards)
+    batches: list[list[str]] = []
+    total = 30 + 400
+    all_in = asyncio.Event()
+
+    async def follow(shard: int) -> None:
+        consumer = await bus.shard_consumer(shard, after_seq=0, owner="a")
+        try:
+            while True:
+                got = await consumer.fetch(batch=256, timeout=1.0)  # the compiler's settings
+                if got:
+                    batches.append([m.delta.source_rv for m in got if m.delta])
+                    if sum(map(len, batches)) >= total:
+                        all_in.set()
+                    await asyncio.sleep(0.02)  # a commit's worth of work: a backlog builds meanwhile
+                    await consumer.ack()
+        finally:
+            await consumer.close()
+
+    followers = [asyncio.create_task(follow(s)) for s in range(shards)]
+    try:
+        await asyncio.sleep(0.5)  # every shard is polling
+        sent: list[str] = []
+        for i in range(30):  # lone deltas, 100-190 ms apart, some landing while a poll turns over
+            await asyncio.sleep(0.1 + 0.015 * (i % 7))
+            sent.append(f"lone-{i}")
+            await bus.publish(_delta(f"lone-{i}.example.com", f"lone-{i}"))
+        for i in range(400):  # a burst
+            sent.append(f"burst-{i}")
+            await bus.publish(_delta(f"burst-{i}.example.com", f"burst-{i}"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 15)
+        received = [rv for batch in batches for rv in batch]
+        assert sorted(received) == sorted(sent), f"{len(sent) - len(received)} deltas missing"
+        gathered = [b for b in batches if sum(rv.startswith("lone") for rv in b) > 1]
+        assert not gathered, f"lone deltas held back until later ones came: {gathered}"
+        assert max(map(len, batches)) > 1  # the burst came in batches, not one delta per round trip
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
         await bus.close()
