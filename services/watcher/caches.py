@@ -37,9 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from opentelemetry import trace
-
-from shardgate import keys, telemetry
+from shardgate import keys
 from shardgate.keys import SourceKind
 from shardgate.model import TlsCertificate
 
@@ -50,6 +48,7 @@ from .index import Current, Held, One, SourceEntry, Withheld, compact, contribut
 from .shared import Shared
 from .status import Feedback, involved, load_balancer_entry, wanted_status
 from .tenancy import Claim, Tenancy
+from .traced import EventSpan
 from .translate import (
     ClassPolicy,
     IngressClasses,
@@ -64,7 +63,6 @@ from .translate import (
 )
 
 log = logging.getLogger(__name__)
-tracer = telemetry.tracer("shardgate.watcher")
 
 Obj = dict[str, Any]
 
@@ -78,7 +76,7 @@ class Owner(Protocol):
     def publishing(self) -> bool: ...
 
     def enqueue(
-        self, source: str, observed_ns: int, span: trace.Span | None = None, charged: bool = False
+        self, source: str, observed_ns: int, span: EventSpan | None = None, charged: bool = False
     ) -> None: ...
 
     def settle(self, hosts: set[str], observed_ns: int) -> None: ...
@@ -208,11 +206,11 @@ class Caches:
             self.owner.enqueue(source, observed_ns, None, charged=True)
             return
         attributes["k8s.object.key"] = source
-        # Started once everything is known (one set of attributes, not one call each) but dated from
-        # when the event arrived, which is what the span measures.
-        span = tracer.start_span("watcher.event", attributes=attributes, start_time=observed_ns)
+        # Started when its change is published (`traced.py`), dated from when the event arrived, which
+        # is what the span measures.
+        span = EventSpan(attributes, observed_ns)
         if not source or not meta.get("name"):
-            span.end()
+            span.start().end()
             return
         self.owner.enqueue(source, observed_ns, span, charged=True)
 
@@ -365,15 +363,14 @@ class Caches:
                 self._log_reasons(t.source, tuple(t.reasons), t.source)
                 self._set_source(t)
                 self._report_secret(t.source, tuple(t.reasons), obj)
-            span = tracer.start_span(
-                "watcher.event",
-                attributes={
+            span = EventSpan(
+                {
                     "k8s.kind": str(kind),
                     "k8s.event.type": etype,
                     "k8s.object.key": t.source,
                     "k8s.resource_version": t.rv,
                 },
-                start_time=observed_ns,
+                observed_ns,
             )
             self.owner.enqueue(t.source, observed_ns, span, charged=True)
 

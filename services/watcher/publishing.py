@@ -35,6 +35,7 @@ from .fair import FairQueue
 from .index import Change, Current, Held, Index, source_kind_of
 from .store import IndexStore
 from .tenancy import HostRecord, Tenancy
+from .traced import EventSpan
 
 log = logging.getLogger(__name__)
 tracer = telemetry.tracer("shardgate.watcher")
@@ -53,7 +54,7 @@ class NotLeader(Exception):
 class Job:
     source: str
     observed_ns: int
-    spans: list[trace.Span] = field(default_factory=list)
+    spans: list[EventSpan] = field(default_factory=list)  # started when the job is taken up
     charged: bool = False  # caused by a watch event (the namespace's rate), not by a re-sync
 
 
@@ -99,7 +100,7 @@ class Publishers:
         return not self._pending and self._inflight == 0
 
     def enqueue(
-        self, source: str, observed_ns: int, span: trace.Span | None = None, charged: bool = False
+        self, source: str, observed_ns: int, span: EventSpan | None = None, charged: bool = False
     ) -> None:
         job = self._pending.get(source)
         if job is None:
@@ -123,18 +124,19 @@ class Publishers:
                 continue
             self._inflight += 1
             self._running.add(source)
+            spans = [event.start() for event in job.spans]
             try:
-                if await self._process(job) and job.charged:
+                if await self._process(job, spans[0] if spans else None) and job.charged:
                     self._fair.charge(namespace)
             finally:
                 self._running.discard(source)
                 self._inflight -= 1
-                for span in job.spans:
+                for span in spans:
                     span.end()
                 if source in self._pending:
                     self._fair.put(namespace, source)
 
-    async def _process(self, job: Job) -> bool:
+    async def _process(self, job: Job, span: trace.Span | None) -> bool:
         """Publish what the source contributes now; True when deltas went out."""
         backoff = Backoff()
         while self.allowed() and source_kind_of(job.source) in self.synced:
@@ -147,7 +149,7 @@ class Publishers:
                     job.source, t.rv if t else "", contributions if t else None, job.observed_ns
                 )
                 if change.deltas or change.entry != self.index.get(job.source):
-                    await self._publish(change, job.spans[0] if job.spans else None)
+                    await self._publish(change, span)
                     if epoch != self.epoch:
                         return False
                     await self.store.save(job.source, change.entry)

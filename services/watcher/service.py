@@ -27,8 +27,6 @@ import asyncio
 import logging
 import time
 
-from opentelemetry import trace
-
 from shardgate.adapters.kube import (
     ENDPOINT_SLICE,
     INGRESS,
@@ -52,6 +50,7 @@ from .settings import Settings
 from .status import Feedback
 from .store import IndexStore
 from .tenancy import Tenancy
+from .traced import EventSpan
 from .translate import ClassPolicy, Limits
 
 __all__ = ["Backoff", "Publisher", "Watcher"]
@@ -194,7 +193,7 @@ class Watcher:
     # -- what the caches ask for -------------------------------------------------------------------
 
     def enqueue(
-        self, source: str, observed_ns: int, span: trace.Span | None = None, charged: bool = False
+        self, source: str, observed_ns: int, span: EventSpan | None = None, charged: bool = False
     ) -> None:
         """Publish what `source` contributes now (coalesced with what is already queued for it)."""
         self.publishers.enqueue(source, observed_ns, span, charged)

@@ -7,8 +7,6 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry import trace
-
 from shardgate.keys import SourceKind
 from shardgate.model import TlsCertificate
 from shardgate.watcher import translate
@@ -18,6 +16,7 @@ from shardgate.watcher.certs import check_certificate, epoch_ns
 from shardgate.watcher.index import SourceEntry, Withheld, contribution_hash
 from shardgate.watcher.status import Feedback
 from shardgate.watcher.tenancy import Tenancy
+from shardgate.watcher.traced import EventSpan
 from shardgate.watcher.translate import ClassPolicy, Limits
 
 from .helpers import ingress, make_cert, tls_secret_pem
@@ -36,11 +35,9 @@ class _Owner:
         return self.leading
 
     def enqueue(
-        self, source: str, observed_ns: int, span: trace.Span | None = None, charged: bool = False
+        self, source: str, observed_ns: int, span: EventSpan | None = None, charged: bool = False
     ) -> None:
         self.enqueued.append(source)
-        if span is not None:
-            span.end()
 
     def settle(self, hosts: set[str], observed_ns: int) -> None:
         pass

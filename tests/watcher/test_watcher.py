@@ -46,6 +46,8 @@ async def test_ingress_lifecycle_publishes_exact_deltas(
     finished = spans.get_finished_spans()
     event = next(s for s in finished if s.name == "watcher.event" and s.attributes["k8s.object.key"] == ING)
     assert event.attributes["k8s.event.type"] == "ADDED"
+    # Started only when its change was taken up (traced.py), but dated from the event's arrival.
+    assert event.start_time in {m.delta.observed_ns for m in new}
     assert event.attributes["k8s.creation_timestamp"] and event.attributes["k8s.generation"] == 1
     assert set(event.attributes["sg.hosts"]) == {"a.example.com", "b.example.com"}
     publishes = [
