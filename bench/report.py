@@ -189,7 +189,23 @@ def runs_list(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
     return "\n".join(out)
 
 
-def plot(cells: dict[tuple[str, int], Cell], sizes: list[int], path: Path) -> None:
+def pipeline_activation(runs: list[tuple[str, dict[str, Any], Path]]) -> dict[int, dict[str, float]]:
+    """N -> the whole pipeline's activation summary (API 201 → first 200), the last run's for each N."""
+    out: dict[int, dict[str, float]] = {}
+    for _, run, _ in runs:
+        result = run.get("result") or {}
+        add = (result.get("activation") or {}).get("add")
+        if run.get("kind") == "pipeline" and add and "n" in result:
+            out[int(result["n"])] = add
+    return out
+
+
+def plot(
+    cells: dict[tuple[str, int], Cell],
+    sizes: list[int],
+    path: Path,
+    pipeline: dict[int, dict[str, float]] | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,13 +220,19 @@ def plot(cells: dict[tuple[str, int], Cell], sizes: list[int], path: Path) -> No
         for q, style in (("p50", "-o"), ("p99", "--^")):
             ys = [cells[(a, n)][0]["add"][q] for n in ns]
             ax.plot(ns, ys, style, color=colors[a], label=f"{SHORT[a]} {q}")
+    if pipeline:
+        ns = sorted(pipeline)
+        for q, style in (("p50", "-s"), ("p99", "--v")):
+            ax.plot(ns, [pipeline[n][q] for n in ns], style, color="tab:blue",
+                    label=f"shardgate, whole pipeline (API 201 → 200) {q}")  # fmt: skip
+        sizes = sorted(set(sizes) | set(ns))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(sizes, [f"{n / 1000:g}k" if n >= 1000 else str(n) for n in sizes])
     ax.minorticks_off()
     ax.set_xlabel("existing domains N")
     ax.set_ylabel("activation of a new domain (ms, log)")
-    ax.set_title("New domain: change applied → first 200 through the proxy")
+    ax.set_title("New domain: change applied (or API 201) → first 200 through the proxy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -243,7 +265,7 @@ def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
         sources=" ".join(_rel(p) for _, _, p in runs),
     )
     doc.write_text(text)
-    plot(cells, sizes, plot_path)
+    plot(cells, sizes, plot_path, pipeline_activation(runs))
 
 
 if __name__ == "__main__":
