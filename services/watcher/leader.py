@@ -79,6 +79,11 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None  # the other holder's record as last seen
         self._observed_at = 0.0
         self._lease: Obj | None = None
+        self._held = False  # this process has held the Lease at some point
+        self._lapsed = False  # the last success came after our deadline had passed, while leading
+        self.continued = False
+        """Whether the tenure just begun follows on from this process's previous one with nobody else
+        holding the Lease in between (what it published is still all there is): set on each acquisition."""
 
     @property
     def is_leader(self) -> bool:
@@ -119,7 +124,7 @@ class LeaderElector:
             renewed = self._spec(spec.get("acquireTime") or now, int(spec.get("leaseTransitions") or 0), now)
             with contextlib.suppress(Conflict):
                 self._lease = await self.api.update_lease(self._lease, renewed)
-                self._valid_until = started + self.renew_deadline
+                self._won(started, renewal=True, continued=True)  # nobody wrote it since we did
                 return True
         lease = await self.api.get_lease(self.namespace, self.name)
         if lease is None:
@@ -127,7 +132,7 @@ class LeaderElector:
                 self._lease = await self.api.create_lease(self.namespace, self.name, self._spec(now, 0, now))
             except Conflict:
                 return False
-            self._valid_until = started + self.renew_deadline
+            self._won(started, renewal=False, continued=False)
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -152,8 +157,21 @@ class LeaderElector:
             if self._leading:
                 raise _Lost(str(exc)) from exc  # someone wrote the Lease since we read it
             return False
-        self._valid_until = started + self.renew_deadline
+        # The record still naming us means nobody else acquired it since we last wrote it (a taker writes
+        # its own name; a release writes none): our previous tenure goes on.
+        ours = holder == self.identity
+        self._won(started, renewal=ours, continued=ours and self._held)
         return True
+
+    def _won(self, started: float, renewal: bool, continued: bool) -> None:
+        """The Lease is ours from `started`. A renewal that lands after our deadline passed is a lapse
+        (`is_leader` was False meanwhile, and the publishers stopped): `run` reports it as one."""
+        lapsed = self._monotonic() >= self._valid_until
+        self._lapsed = self._leading and lapsed
+        if not renewal or lapsed:
+            self.continued = continued
+        self._valid_until = started + self.renew_deadline
+        self._held = True
 
     async def run(self) -> None:
         """Acquire, then renew every `retry_period`, until cancelled; leadership changes call on_change."""
@@ -169,13 +187,22 @@ class LeaderElector:
                     self._valid_until = -math.inf
                     held = False
                 if held:
+                    if self._lapsed:
+                        # Our deadline passed while the renewal was in flight: the publishers stopped
+                        # meanwhile, so the owner must see the lapse, and then the tenure going on.
+                        self._set_leading(False)
                     self._set_leading(True)
                 elif not self.is_leader:
                     self._set_leading(False)
-                # Wake up when leadership would lapse, so a stale leader steps down on time.
                 wait = self.retry_period
                 if self._leading:
-                    wait = max(0.0, min(wait, self._valid_until - self._monotonic()))
+                    # Less than a retry period left (a slow renewal ate it): try again halfway to the
+                    # deadline rather than sleep until it and step down; close to it, wake up at it, so
+                    # a stale leader steps down on time.
+                    left = self._valid_until - self._monotonic()
+                    if left < wait:
+                        wait = left / 2 if left > self.retry_period / 4 else left
+                    wait = max(0.0, wait)
                 await asyncio.sleep(wait)
                 if self._leading and not self.is_leader:
                     self._set_leading(False)

@@ -39,6 +39,8 @@ from .traced import EventSpan
 
 log = logging.getLogger(__name__)
 tracer = telemetry.tracer("shardgate.watcher")
+MAX_DROPPED = 10_000
+"""Sources a lapsed holder remembers to redo when it takes the Lease back; beyond, it re-diffs all."""
 _HOST_UNIT = keys.host_unit("")  # "h:", what a host unit's key starts with
 
 
@@ -92,8 +94,27 @@ class Publishers:
         self._hosts_saving: asyncio.Task[None] | None = None
         self._fair = FairQueue(namespace_rate, namespace_burst)
         self._pending: dict[str, Job] = {}
+        # Sources whose publishing a change of leadership cut short, for a holder that takes the Lease
+        # back with nobody else having held it (`take_dropped`); past MAX_DROPPED only a full re-diff
+        # will do, and a replica that never leads stops counting there.
+        self._dropped: set[str] | None = set()
         self._running: set[str] = set()
         self._inflight = 0
+
+    def take_dropped(self) -> set[str] | None:
+        """The sources dropped since the last call (None: too many were, re-diff everything); resets."""
+        dropped, self._dropped = self._dropped, set()
+        return dropped
+
+    def _drop(self, job: Job) -> None:
+        """Leadership cut `job` short. If we lead again already (a lapse and a resume while it was in
+        flight), it is queued again at once; else it waits for the next tenure in `take_dropped`."""
+        if self.allowed():
+            self.enqueue(job.source, job.observed_ns, charged=False)
+        elif self._dropped is not None:
+            self._dropped.add(job.source)
+            if len(self._dropped) > MAX_DROPPED:
+                self._dropped = None
 
     def idle(self) -> bool:
         """No source waits to be published and none is being published."""
@@ -151,15 +172,18 @@ class Publishers:
                 if change.deltas or change.entry != self.index.get(job.source):
                     await self._publish(change, span)
                     if epoch != self.epoch:
+                        self._drop(job)
                         return False
                     await self.store.save(job.source, change.entry)
                     if epoch != self.epoch:
+                        self._drop(job)
                         return False
                     self.index.commit(change)
                 if source_kind_of(job.source) is SourceKind.INGRESS:
                     self.published_ingress(job.source, contributions)
                 return bool(change.deltas)
             except NotLeader:
+                self._drop(job)
                 return False
             except asyncio.CancelledError:
                 raise
@@ -167,6 +191,8 @@ class Publishers:
                 delay = backoff.next()
                 log.warning("%s: publishing failed (%s); retrying in %.1fs", job.source, exc, delay)
                 await asyncio.sleep(delay)
+        if not self.allowed():
+            self._drop(job)
         return False
 
     async def _persist_hosts(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 from datetime import UTC, datetime
 from typing import Any
@@ -137,3 +139,83 @@ async def test_the_holder_renews_with_one_request_and_notices_another_writer() -
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError):
         LeaderElector(FakeLeases(), "ns", "l", "a", lease_duration=5, renew_deadline=6, retry_period=1)
+
+
+async def test_a_tenure_continues_only_if_nobody_else_held_the_lease_between() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew() and not a.continued  # a first tenure continues nothing
+    a._set_leading(True)
+    api.down = True
+    clock.t += 11  # past a's renew deadline, within the lease duration
+    assert not a.is_leader
+    api.down = False
+    assert await a.try_acquire_or_renew() and a.continued  # the record still names a: it goes on
+
+    # a stops renewing; b takes the Lease once it has seen a's record go unrenewed for the lease
+    # duration, then a takes it back from b the same way.
+    a._set_leading(False)
+    assert not await b.try_acquire_or_renew()
+    clock.t += 16
+    assert await b.try_acquire_or_renew()
+    assert not await a.try_acquire_or_renew()
+    clock.t += 16
+    assert await a.try_acquire_or_renew() and not a.continued
+
+    await a.release()  # a release writes no holder: the next tenure starts afresh as well
+    assert await a.try_acquire_or_renew() and not a.continued
+
+
+async def test_a_renewal_answered_after_the_deadline_is_reported_as_a_lapse() -> None:
+    """The publishers stopped when the deadline passed; the owner must hear of it even though the
+    renewal then succeeded (and leaves us leading: it started in time), or what the publishers dropped
+    meanwhile would never be published. Renewals every 0.25 s, deadline 0.3 s after a renewal starts:
+    one taking 0.15 s ends ~0.1 s after the last deadline and well before the new one."""
+
+    class SlowOnce(FakeLeases):
+        slow = False
+
+        async def update_lease(self, lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+            if self.slow:
+                self.slow = False
+                await asyncio.sleep(0.15)  # ends past the last deadline, within the new one
+            return await super().update_lease(lease, spec)
+
+    api = SlowOnce()
+    changes: asyncio.Queue[bool] = asyncio.Queue()
+    a = LeaderElector(
+        api, "ns", "lease", "a", lease_duration=1.0, renew_deadline=0.3, retry_period=0.25,
+        on_change=changes.put_nowait,
+    )  # fmt: skip
+    task = asyncio.create_task(a.run())
+    try:
+        assert await asyncio.wait_for(changes.get(), 5) is True
+        api.slow = True
+        seen = [await asyncio.wait_for(changes.get(), 5) for _ in range(2)]
+        assert seen == [False, True] and a.continued and a.is_leader
+        await asyncio.sleep(0.6)  # and it goes on renewing in time: no further step-down
+        assert changes.empty() and a.is_leader
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_renewal_that_lands_after_the_deadline_is_flagged_as_a_lapse() -> None:
+    api, clock = FakeLeases(), Clock()
+    a = elector(api, clock, "a")
+    assert await a.try_acquire_or_renew()
+    a._set_leading(True)
+    clock.t += 2
+    assert await a.try_acquire_or_renew() and not a._lapsed  # in time: a plain renewal
+
+    real_update = api.update_lease
+
+    async def slow_update(lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        clock.t += 10.5  # the API answers after our deadline (10 s) has passed
+        return await real_update(lease, spec)
+
+    api.update_lease = slow_update  # type: ignore[method-assign]
+    clock.t += 1
+    assert await a.try_acquire_or_renew()
+    assert a._lapsed and a.continued  # run() reports it as a lapse, then the tenure going on

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from shardgate.adapters.kube import INGRESS, LEASE, SECRET
+from shardgate.adapters.kube import INGRESS, LEASE, SECRET, Transient
 from shardgate.kubeapi.server import ApiServer
 from shardgate.records import decode_contribution
 from shardgate.watcher.index import SourceEntry, Withheld, contribution_hash
@@ -118,6 +118,78 @@ async def test_only_the_lease_holder_publishes_and_a_standby_takes_over(
     assert summary(env.log.new()) == {(host("two.example.com"), "ingress/default/two", True)}
     lease = await env.kube.get(LEASE, "default", "shardgate-watcher")
     assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] == 1
+
+
+class _LeaseOutage:
+    """The watcher's own Lease requests fail (an API server too busy to answer them in time); its watches
+    and the test's client are unaffected."""
+
+    def __init__(self, w: Watcher) -> None:
+        self.api = w.elector.api
+        self.real = {name: getattr(self.api, name) for name in ("get_lease", "update_lease", "create_lease")}
+
+    def start(self) -> None:
+        async def busy(*args: Any, **kwargs: Any) -> Any:
+            raise Transient("the API server is too busy")
+
+        for name in self.real:
+            setattr(self.api, name, busy)
+
+    def end(self) -> None:
+        for name, method in self.real.items():
+            setattr(self.api, name, method)
+
+
+def _count_index_loads(w: Watcher) -> list[int]:
+    loads = [0]
+    real = w.store.load
+
+    async def load() -> Any:
+        loads[0] += 1
+        return await real()
+
+    w.store.load = load  # type: ignore[method-assign]
+    return loads
+
+
+async def test_a_lapse_nobody_else_used_resumes_without_a_reload(
+    env: Env, start_watcher: StartWatcher
+) -> None:
+    """Renewals that fail past the deadline stop the holder; taking the Lease back with nobody else having
+    held it, it publishes what it missed from what it holds: no reload, no re-diff of every source."""
+    w = await _seed(env, start_watcher)
+    loads = _count_index_loads(w.watcher)
+    outage = _LeaseOutage(w.watcher)
+    outage.start()
+    await wait_until(lambda: not w.watcher.publishing(), timeout=5, what="the holder steps down")
+    await _miss_changes(env.kube)
+    await settle_standby(env, w)
+    assert env.log.new() == []  # nothing went out while it did not lead
+    outage.end()
+    await wait_until(w.watcher.publishing, what="the holder leads again")
+    await settle(env, w.watcher)
+    assert summary(env.log.new()) == MISSED
+    assert w.watcher.elector.continued and loads[0] == 0
+    lease = await env.kube.get(LEASE, "default", "shardgate-watcher")
+    assert lease["spec"]["holderIdentity"] == "w1" and lease["spec"]["leaseTransitions"] == 0
+
+
+async def test_a_lapse_someone_else_used_takes_over_in_full(env: Env, start_watcher: StartWatcher) -> None:
+    """If another replica held the Lease meanwhile, what it published is not in our memory: reload."""
+    w = await _seed(env, start_watcher)
+    loads = _count_index_loads(w.watcher)
+    outage = _LeaseOutage(w.watcher)
+    outage.start()
+    await wait_until(lambda: not w.watcher.publishing(), timeout=5, what="the holder steps down")
+    lease = await env.kube.get(LEASE, "default", "shardgate-watcher")
+    spec = dict(lease["spec"], holderIdentity="other", leaseDurationSeconds=1, leaseTransitions=1)
+    await env.kube.update_lease(lease, spec)  # another replica held it (and then stopped renewing)
+    await _miss_changes(env.kube)
+    outage.end()
+    await wait_until(w.watcher.publishing, timeout=10, what="the holder takes the Lease back")
+    await settle(env, w.watcher)
+    assert summary(env.log.new()) == MISSED
+    assert not w.watcher.elector.continued and loads[0] == 1
 
 
 async def test_a_holder_that_loses_the_lease_stops_publishing(env: Env, start_watcher: StartWatcher) -> None:
