@@ -35,6 +35,9 @@ certificate it is served with and for the redirect on plain HTTP (`tls_check` in
    from each change's trace (`bench.stages`, fetched from the OTLP receiver's `GET /traces?host=`). One
    sample in five is a custom domain (its Secret POSTed first, the clock starting at the Ingress's 201),
    the rest platform hosts; the result splits the activation by kind.
+   With `--lapse`, then: the watcher is SIGSTOPped past its Lease's renew deadline (there is no other
+   watcher to take the Lease) and SIGCONTed, and an Ingress is created at once: time until it answers, and
+   whether the watcher resumed from memory or took over in full (its log).
 2. *burst*: `--burst` new Ingresses POSTed as fast as the API accepts them (same concurrency); the time from
    the first POST to the last host answering, found by sweepers probing the hosts in creation order.
 3. *cold start*: (a) the gateway Envoy is stopped and a fresh one started: time until a sample of hosts
@@ -632,6 +635,43 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
     }
 
 
+LEADING_AGAIN = "leading again, nobody else held the Lease"  # the watcher's log line of a resume
+LEADING_TAKEOVER = "leading: "  # ... and of a full takeover (index reloaded, every source re-diffed)
+
+
+async def lapse(b: Bench) -> dict[str, Any]:
+    """The watcher's Lease lapses with nobody else to take it (one watcher: as when an API server too
+    busy to answer its renewals in time): SIGSTOP it past its renew deadline, SIGCONT it, and create an
+    Ingress at once. Timed until that Ingress answers through Envoy; the watcher's log says whether it
+    resumed from memory or took over in full (reloading the published index and re-diffing everything)."""
+    from shardgate.watcher.settings import Settings as WatcherSettings
+
+    pid = b.pid("watcher")
+    if pid is None:
+        return {"error": "no watcher process"}
+    log_path = b.stack.dir / "watcher" / "watcher.log"
+    before = log_path.read_text(errors="replace") if log_path.exists() else ""
+    paused = WatcherSettings().renew_deadline + 2.0
+    os.kill(pid, signal.SIGSTOP)
+    await asyncio.sleep(paused)
+    os.kill(pid, signal.SIGCONT)
+    t0 = time.perf_counter()
+    result = await one_change(b, "after-lapse", f"after-lapse.{common.PLATFORM_DOMAIN}", 0, timeout=600)
+    after = (log_path.read_text(errors="replace") if log_path.exists() else "")[len(before) :]
+    resumed, took_over = after.count(LEADING_AGAIN), after.count(LEADING_TAKEOVER)
+    log(
+        f"lease lapse ({paused:.0f} s paused): a new Ingress served {result['served_at'] - t0:.2f}s after "
+        f"SIGCONT ({result['ms']:.0f} ms after its 201); resumed {resumed}, full takeovers {took_over}"
+    )
+    return {
+        "paused_s": paused,
+        "served_after_cont_s": round(result["served_at"] - t0, 3),
+        "after_201_ms": result["ms"],
+        "resumed": resumed,
+        "full_takeovers": took_over,
+    }
+
+
 async def cold_envoy(b: Bench) -> dict[str, Any]:
     envoy = b.stack.members["envoy"].server
     envoy.stop()
@@ -725,6 +765,9 @@ async def drive(
         log(f"memory after load: {out['memory_loaded']}")
         out["activation"] = await activation(b, args.adds, args.pause)
         out["loadavg_activation"] = common.machine_info()["loadavg"]
+        if args.lapse:
+            out["lapse"] = await lapse(b)
+            await b.wait_quiet()
         if args.burst:
             out["burst"] = await burst(b, args.burst, args.concurrency, profile_dir)
             out["loadavg_burst"] = common.machine_info()["loadavg"]
@@ -781,6 +824,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="plain-HTTP hosts and no Secrets (the mix of the runs before the TLS mix, to compare with them)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the services during the burst")
+    parser.add_argument(
+        "--lapse",
+        action="store_true",
+        help="after the activation samples, pause the watcher past its Lease deadline and time a change",
+    )
     parser.add_argument(
         "--lease-ttl-ms",
         type=int,
