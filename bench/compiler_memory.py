@@ -46,7 +46,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +54,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench import heapstats
 from shardgate.adapters.jetstream import DeltaBus
 from shardgate.adapters.store import MEMBERS, ShardStore, k
 from shardgate.keys import shard_of
@@ -77,14 +77,6 @@ def _load_trim() -> Any:
 
 
 _malloc_trim = _load_trim()
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # -- the corpus (parent only: the children never import the watcher) ----------------------------------
@@ -236,7 +228,7 @@ async def load_child(c: Child) -> dict[str, Any]:
     applied = sum(c.expect[s][1] for s in want)
     own = Ownership(settings, bus, store, compile_unit)
     gc.collect()
-    rss_imports = rss_mb()
+    rss_imports = heapstats.rss_mb()
     if c.trace_malloc:
         tracemalloc.start(4)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -248,25 +240,11 @@ async def load_child(c: Child) -> dict[str, Any]:
         await asyncio.sleep(0.2)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     gc.collect()
-    rss_loaded = rss_mb()
-    rss_trimmed = rss_loaded if _malloc_trim is None else (_malloc_trim(0), rss_mb())[1]
+    rss_loaded = heapstats.rss_mb()
+    rss_trimmed = rss_loaded if _malloc_trim is None else (_malloc_trim(0), heapstats.rss_mb())[1]
     workers = [w for w, _ in own.workers.values()]
     structures, units = held_by(workers, states)
-    traced: dict[str, Any] = {}
-    if c.trace_malloc:
-        snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)]
-        )
-        current = sum(s.size for s in snapshot.statistics("filename"))
-        traced["heap_mb"] = round(current / 2**20, 1)
-        traced["heap_bytes_per_unit"] = round(current / max(units, 1))
-        traced["top"] = [
-            {"site": f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
-             "mb": round(s.size / 2**20, 2), "count": s.count,
-             "bytes_per_unit": round(s.size / max(units, 1))}
-            for s in snapshot.statistics("lineno")[: c.top]
-        ]  # fmt: skip
-        tracemalloc.stop()
+    traced = heapstats.traced_heap(units, c.top, "unit") if c.trace_malloc else {}
     return {
         "member": c.member,
         "shards": len(mine),
@@ -299,58 +277,23 @@ def held_by(workers: list[Any], states: dict[int, Any]) -> tuple[list[tuple[str,
 
     units: set[str] = set()
     for w in workers:
-        held = {a: v for a, v in vars_of(w).items() if a not in _NOT_HELD}
+        held = {a: v for a, v in heapstats.vars_of(w).items() if a not in _NOT_HELD}
         if w.shard in states:
             held["hashes"] = states[w.shard].hashes
         for attr, value in held.items():
             if not isinstance(value, dict):
-                add(attr, _deep_size(value, seen))
+                add(attr, heapstats.deep_size(value, seen))
                 continue
             units.update(value)
             seen.add(id(value))
             add(f"{attr} (table)", sys.getsizeof(value), 0)
             for unit, v in value.items():
-                add(f"{attr} {unit[:2]}", _deep_size(unit, seen) + _deep_size(v, seen))
+                add(f"{attr} {unit[:2]}", heapstats.deep_size(unit, seen) + heapstats.deep_size(v, seen))
     ordered = sorted(((name, b, e) for name, (b, e) in sizes.items() if b), key=lambda x: -x[1])
     return ordered, len(units)
 
 
 _NOT_HELD = ("settings", "bus", "store", "compile_unit", "token", "shard", "stopping")
-
-
-def vars_of(obj: object) -> dict[str, Any]:
-    return dict(getattr(obj, "__dict__", None) or {a: getattr(obj, a) for a in getattr(obj, "__slots__", ())})
-
-
-def _deep_size(root: object, seen: set[int]) -> int:
-    """sys.getsizeof of `root` and of everything it reaches that is not in `seen` (then added to it)."""
-    total, stack = 0, [root]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, _NOT_STATE):
-            continue
-        seen.add(id(obj))
-        total += sys.getsizeof(obj)
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, list | tuple | set | frozenset):
-            stack.extend(obj)
-        elif not isinstance(obj, str | bytes | int | float | bool | type(None)):
-            stack.extend(getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s))
-            if hasattr(obj, "__dict__"):
-                stack.append(obj.__dict__)
-    return total
-
-
-_NOT_STATE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
-
-
-def _short(filename: str) -> str:
-    for marker in ("/site-packages/", "/work/main/", "/lib/python3", "/tmp/"):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    return filename
 
 
 # -- the driver -------------------------------------------------------------------------------------------

@@ -49,8 +49,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-import types
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -64,7 +62,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench import common
+from bench import common, heapstats
 from bench.pipeline import NAMESPACES, backends, ingress, namespace_of
 from shardgate.adapters.kube import (
     ENDPOINT_SLICE,
@@ -85,14 +83,6 @@ STATUS_ADDRESS = "127.0.0.1"  # what the local stack configures
 ECHO_PORT = 18080
 CHUNK = 500  # events queued before the harness yields to the watcher: a watch stream's read-ahead
 MODES = ("events", "list")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # -- the cluster ---------------------------------------------------------------------------------------
@@ -418,7 +408,7 @@ async def measure(run: Run) -> dict[str, Any]:
     bus, store = FakeBus(), FakeStore()
     watcher = Watcher(_settings(), api, bus, store)  # type: ignore[arg-type]
     gc.collect()
-    rss_imports = rss_mb()
+    rss_imports = heapstats.rss_mb()
 
     if run.trace_malloc:
         tracemalloc.start(4)
@@ -443,22 +433,9 @@ async def measure(run: Run) -> dict[str, Any]:
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     echo_cpu = cpu - loaded_cpu - (cluster.built_s - loaded_built)
     gc.collect()
-    rss_loaded = rss_mb()
+    rss_loaded = heapstats.rss_mb()
     structures = held_by(watcher, run.n)
-    traced: dict[str, Any] = {}
-    if run.trace_malloc:
-        snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)]
-        )
-        current = sum(s.size for s in snapshot.statistics("filename"))
-        traced["heap_mb"] = round(current / 2**20, 1)
-        traced["heap_bytes_per_ingress"] = round(current / run.n)
-        traced["top"] = [
-            {"site": f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
-             "mb": round(s.size / 2**20, 2), "count": s.count, "bytes_per_ingress": round(s.size / run.n)}
-            for s in snapshot.statistics("lineno")[: run.top]
-        ]  # fmt: skip
-        tracemalloc.stop()
+    traced = heapstats.traced_heap(run.n, run.top, "ingress") if run.trace_malloc else {}
     if profiler and run.profile:
         profiler.dump_stats(run.profile)
     leadership_changes = watcher.publishers.epoch  # before stopping: giving the Lease up is one more
@@ -507,47 +484,9 @@ def held_by(watcher: Watcher, n: int, top: int = 12) -> list[tuple[str, int]]:
     seen: set[int] = {id(p) for p in parts.values()} | {id(e) for e in edges}
     out: list[tuple[str, int]] = []
     for part_name, part in parts.items():
-        attrs = getattr(part, "__dict__", None) or {
-            a: getattr(part, a) for a in getattr(part, "__slots__", ())
-        }
-        for attr, value in attrs.items():
-            out.append((f"{part_name}.{attr}", round(_deep_size(value, seen) / n)))
+        for attr, value in heapstats.vars_of(part).items():
+            out.append((f"{part_name}.{attr}", round(heapstats.deep_size(value, seen) / n)))
     return sorted((x for x in out if x[1]), key=lambda x: -x[1])[:top]
-
-
-def _deep_size(root: object, seen: set[int]) -> int:
-    """sys.getsizeof of `root` and of everything it reaches that is not in `seen` (then added to it);
-    modules, classes, functions, methods and coroutines are not followed (they are code, not state)."""
-    total, stack = 0, [root]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, _NOT_STATE):
-            continue
-        seen.add(id(obj))
-        total += sys.getsizeof(obj)
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, list | tuple | set | frozenset | deque):
-            stack.extend(obj)
-        elif not isinstance(obj, str | bytes | int | float | bool | type(None)):
-            stack.extend(getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s))
-            if hasattr(obj, "__dict__"):
-                stack.append(obj.__dict__)
-    return total
-
-
-_NOT_STATE = (
-    type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-    types.CoroutineType, asyncio.Task, asyncio.Event, asyncio.Lock, asyncio.AbstractEventLoop,
-)  # fmt: skip
-
-
-def _short(filename: str) -> str:
-    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    return filename
 
 
 def run_one(run: Run) -> dict[str, Any]:
