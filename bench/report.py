@@ -189,17 +189,6 @@ def runs_list(runs: list[tuple[str, dict[str, Any], Path]]) -> str:
     return "\n".join(out)
 
 
-def pipeline_activation(runs: list[tuple[str, dict[str, Any], Path]]) -> dict[int, dict[str, float]]:
-    """N -> the whole pipeline's activation summary (API 201 → first 200), the last run's for each N."""
-    out: dict[int, dict[str, float]] = {}
-    for _, run, _ in runs:
-        result = run.get("result") or {}
-        add = (result.get("activation") or {}).get("add")
-        if run.get("kind") == "pipeline" and add and "n" in result:
-            out[int(result["n"])] = add
-    return out
-
-
 def plot(
     cells: dict[tuple[str, int], Cell],
     sizes: list[int],
@@ -251,7 +240,7 @@ def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
         flat = (
             f"p99 at {hi:,} ÷ p99 at {lo:,} = {_ratio(p99_hi, p99_lo)} (issue 3 target at 100k vs 1k: ≤ 1.5×)"
         )
-    from bench.report_pipeline import pipeline_section
+    from bench.report_pipeline import activation_by_n, pipeline_section
 
     text = TEMPLATE.read_text().format(
         pipeline=pipeline_section(runs),
@@ -265,7 +254,7 @@ def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
         sources=" ".join(_rel(p) for _, _, p in runs),
     )
     doc.write_text(text)
-    plot(cells, sizes, plot_path, pipeline_activation(runs))
+    plot(cells, sizes, plot_path, activation_by_n(runs))
 
 
 if __name__ == "__main__":

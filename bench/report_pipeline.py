@@ -61,6 +61,14 @@ def _pick(rows: Rows, n: int | None, phase: str) -> tuple[str, dict[str, Any]] |
     return hits[-1] if hits else None
 
 
+def activation_by_n(runs: list[Run]) -> dict[int, dict[str, Any]]:
+    """N -> the activation summary (API 201 → first 200) of the last run at that N, for the plot."""
+    rows = _rows(runs)
+    return {
+        n: hit[1]["activation"]["add"] for n in {m for m, _ in rows} if (hit := _pick(rows, n, "activation"))
+    }
+
+
 def mix(phase: dict[str, Any] | None) -> str:
     """A phase's hosts by how they are served; runs from before the TLS mix recorded none: plain HTTP."""
     m = (phase or {}).get("mix")
