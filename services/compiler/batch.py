@@ -20,7 +20,7 @@ from shardgate.adapters.store import Commit
 from shardgate.model import Contribution
 from shardgate.records import Fragment, decode_contribution
 
-from .held import Digest, PackedSources, Sources, digest, pack_sources, unpack_sources
+from .held import Digest, PackedSources, Sources, digest, pack_sources, sole_source, unpack_sources
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ class UnitChange:
 class BatchPlan:
     commit: Commit
     units: dict[str, UnitChange]  # every unit a delta touched
-    new_contributions: dict[str, PackedSources | None]  # touched units' sources after it (None: none left)
+    # touched units' sources after it, as the worker holds them (None: none left, or a unit with one
+    # source only, never held: `held.sole_source`)
+    new_contributions: dict[str, PackedSources | None]
     new_hashes: dict[str, Digest | None]  # changed units' fragment hashes (None: deleted)
     skipped: int = 0  # redelivered deltas
 
@@ -89,7 +91,8 @@ def plan_batch(
     new_hashes: dict[str, Digest | None] = {}
     packed: dict[str, PackedSources | None] = {}
     for unit, change in units.items():
-        packed[unit] = pack_sources(new_contrib[unit]) if new_contrib[unit] else None
+        kept = bool(new_contrib[unit]) and sole_source(unit) is None
+        packed[unit] = pack_sources(new_contrib[unit]) if kept else None
         try:
             decoded = {src: decode_contribution(src, w) for src, w in new_contrib[unit].items()}
             fragment = compile_unit(unit, decoded)

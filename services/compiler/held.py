@@ -43,7 +43,7 @@ def digest(fragment_hash: str) -> Digest:
 
 def digests(hashes: Mapping[str, str]) -> dict[str, Digest]:
     """`ShardState.hashes` (unit → hex, as Redis keeps them) as the worker holds them."""
-    return {unit: bytes.fromhex(h) for unit, h in hashes.items()}
+    return {unit: digest(h) for unit, h in hashes.items()}
 
 
 _SECRET_UNIT = f"{UnitKind.SECRET}:"

@@ -80,7 +80,7 @@ class ShardWorker:
         # Only a successful commit moves the in-memory state.
         self.seq = plan.commit.seq
         for unit, packed in plan.new_contributions.items():
-            if packed is None or sole_source(unit) is not None:
+            if packed is None:
                 self._contributions.pop(unit, None)
             else:
                 self._contributions[unit] = packed
