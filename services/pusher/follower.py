@@ -20,7 +20,6 @@ from shardgate import heap
 from shardgate.adapters.jetstream import DeltaBus
 from shardgate.adapters.store import TRANSIENT_REDIS, ShardStore
 from shardgate.keys import UnitKind, unit_kind, unit_name
-from shardgate.model import Wire
 from shardgate.records import Fragment, Notice, RecordError
 from shardgate.telemetry import context_from, traceparent, tracer
 
@@ -28,21 +27,6 @@ from .cache import ResourceCache
 
 log = logging.getLogger(__name__)
 _tracer = tracer("shardgate.pusher")
-
-
-# What the pusher reads of a host fragment's meta (`ResourceCache._index_host`): the rest (the host's own
-# name, conflicts, ignored and rejected paths) is for the watcher's status reports, and a dict per host
-# held by the pusher for nothing was ~20 % of its cache at 100k hosts.
-_HOST_META = "tls_secret"
-_NO_META: Wire = {}
-
-
-def _held(fragment: Fragment) -> Fragment:
-    """The fragment as the pusher keeps it: a host's meta cut to what the pusher reads."""
-    if unit_kind(fragment.unit) is not UnitKind.HOST or not fragment.meta:
-        return fragment
-    secret = fragment.meta.get(_HOST_META)
-    return Fragment(fragment.unit, fragment.resources, {_HOST_META: secret} if secret else _NO_META)
 
 
 class Follower:
@@ -144,7 +128,7 @@ class Follower:
 
     async def _load_snapshot(self, shard: int) -> int:
         rev, raw = await self.store.snapshot(shard)
-        changes: dict[str, Fragment | None] = {u: _held(Fragment.decode(b)) for u, b in raw.items()}
+        changes: dict[str, Fragment | None] = {u: Fragment.decode(b) for u, b in raw.items()}
         # Units this pusher holds that the snapshot no longer has were deleted meanwhile.
         for unit in self.units[shard] - raw.keys():
             changes[unit] = None
@@ -161,7 +145,7 @@ class Follower:
         revision: int,
         received_ns: int,
     ) -> None:
-        changes = {u: (_held(Fragment.decode(b)) if b is not None else None) for u, b in raw.items()}
+        changes = {u: (Fragment.decode(b) if b is not None else None) for u, b in raw.items()}
         spans = []
         relay_traces: dict[str, str] = {}
         for unit in changes:
