@@ -252,9 +252,7 @@ class Watcher:
             self.settle(self.tenancy.known_hosts(), now)
         for source in sorted(dropped):
             self.enqueue(source, now)
-        self.caches.reconcile_status()
-        self.caches.report_secrets()
-        await self._restore_withheld()
+        await self._tell_and_restore()
 
     async def _take_over(self) -> None:
         """Load what the previous holder published, then diff everything we know against it."""
@@ -281,6 +279,12 @@ class Watcher:
                  len(records), ", ".join(sorted(synced)))  # fmt: skip
         for kind in sorted(synced):
             self._rediff(kind, set(), now)
+        await self._tell_and_restore()
+
+    async def _tell_and_restore(self) -> None:
+        """What a new tenure owes once it publishes (a takeover or a resume): every Ingress's status and
+        every broken Secret's Event (not written while we did not lead), and the certificates we know only
+        by a hash that is not the published one."""
         self.caches.reconcile_status()
         self.caches.report_secrets()
         await self._restore_withheld()
