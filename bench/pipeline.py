@@ -39,7 +39,8 @@ certificate it is served with and for the redirect on plain HTTP (`tls_check` in
    watcher to take the Lease) and SIGCONTed, and an Ingress is created at once: time until it answers, and
    whether the watcher resumed from memory or took over in full (its log).
 2. *burst*: `--burst` new Ingresses POSTed as fast as the API accepts them (same concurrency); the time from
-   the first POST to the last host answering, found by sweepers probing the hosts in creation order.
+   the first POST to the last host answering, found by `BURST_PROBERS` probers taking the hosts in
+   creation order (plain HTTP until the route is in Envoy, then HTTPS until the echo answers).
 3. *cold start*: (a) the gateway Envoy is stopped and a fresh one started: time until a sample of hosts
    (the last created and random ones) answers; (b) the pusher is SIGKILLed and started again: time until its
    ADS port listens, and until an Ingress created right after the restart answers through Envoy; (c) one
@@ -70,6 +71,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +95,20 @@ SECRETS = "/api/v1/namespaces/{ns}/secrets"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
 OURS = ("watcher", "compiler-1", "compiler-2", "pusher")
 OTHERS = ("envoy", "nats", "redis", "kubeapi", "otlp")
+BURST_PROBERS = 16
+"""Burst hosts probed at once, each prober taking the next host in creation order. Two sequential
+sweepers (the runs without `burst_probers` in their settings) could not keep up: one HTTPS probe is a
+full handshake, and two in a row found the last burst host served ~20 s after Envoy had ACKed it (10k on
+10k at 15429d9, on a machine where that burst took ~55 s)."""
+GATE_POLL = 0.05
+"""Seconds between plain-HTTP probes of a burst host whose route is not in Envoy yet (`burst`). Every
+HTTPS probe of a host that is not served yet is a full handshake in which Envoy asks the pusher for a
+certificate it does not have (on-demand SDS): the runs that probed HTTPS blindly every 20 ms cost Envoy,
+the pusher and this driver several ms of CPU per burst Ingress on the two cores the burst is measured
+on."""
 SWEEP_POLL = 0.1
-"""Seconds between probes of a burst host not served yet. Every probe of a TLS host that is not served
-yet is a full handshake in which Envoy asks the pusher for a certificate it does not have (on-demand SDS):
-at 20 ms the two sweepers cost Envoy, the pusher and this driver several ms of CPU per burst Ingress on
-the two cores the burst is measured on. 100 ms bounds the "all served" figure's resolution instead."""
+"""Seconds between HTTPS probes of a burst host whose route is in Envoy but which is not answered yet (a
+custom domain whose certificate is still on its way through its own shard)."""
 SPAN_EXPORT_WAIT = 6.0  # the SDK's BatchSpanProcessor exports every 5 s
 WILDCARD = f"*.{common.PLATFORM_DOMAIN}"
 WILDCARD_SECRET = "platform-wildcard-tls"  # in every tenant namespace: Secrets are namespaced
@@ -386,13 +397,17 @@ class Bench:
             return await resp.json() if resp.status == 200 else None  # type: ignore[no-any-return]
 
     async def splits(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        return [split for _, split in await self.traced(samples)]
+
+    async def traced(self, samples: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, float]]]:
+        """Each sample whose trace is complete, with its stage split (`bench.stages`)."""
         await asyncio.sleep(SPAN_EXPORT_WAIT)
         out = []
         for s in samples:
             trace = await self.trace(s["host"])
             split = stages.split(trace, s["accepted_ns"], s["served_ns"]) if trace else None
             if split is not None:
-                out.append(split)
+                out.append((s, split))
         return out
 
     def cpu(self) -> dict[str, float]:
@@ -575,25 +590,39 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
     if profiles:
         await asyncio.sleep(1.0)  # py-spy attaches
     served: list[float] = [0.0] * count
-    sweepers = 2
+    probes = {"https": 0, "https_failed": 0, "gate": 0}
+    queue = iter(range(count))  # shared: each prober takes the next host in creation order
 
-    async def sweep(j: int) -> None:
-        # Polled every SWEEP_POLL, not every millisecond: thousands of probes a second would compete with
-        # Envoy's one worker thread and the pipeline for the two cores, and slow what is measured.
-        for k in range(j, count, sweepers):
-            while True:
-                reply = await b.ask(hosts[k])
-                if reply.status == 200 and reply.backend == common.ECHO_MAIN:
-                    served[k] = time.perf_counter()
+    async def serve_time(host: str) -> float:
+        """Until `host` is answered by the echo, probed the way it is served (HTTPS for a TLS host). A
+        host that fails is probed over plain HTTP until its route is in Envoy (a TLS host's plain request
+        gets the redirect then) before HTTPS is tried again: a handshake for a host that is not there
+        costs Envoy an on-demand SDS request, a plain request costs it a 404."""
+        while True:
+            probes["https"] += 1
+            reply = await b.ask(host)
+            if reply.status == 200 and reply.backend == common.ECHO_MAIN:
+                return time.perf_counter()
+            probes["https_failed"] += 1
+            while b.client_tls is not None:
+                probes["gate"] += 1
+                if (await common.ask(b.gateway, host, common.PROBE_PATH)).status not in (0, 404):
                     break
                 if time.perf_counter() - t0 > 600:
-                    raise TimeoutError(f"burst host {hosts[k]} not served within 600 s")
-                await asyncio.sleep(SWEEP_POLL)
+                    raise TimeoutError(f"burst host {host} not routed within 600 s")
+                await asyncio.sleep(GATE_POLL)
+            if time.perf_counter() - t0 > 600:
+                raise TimeoutError(f"burst host {host} not served within 600 s: {reply}")
+            await asyncio.sleep(SWEEP_POLL)
+
+    async def prober() -> None:
+        for k in queue:
+            served[k] = await serve_time(hosts[k])
 
     cpu_before = b.cpu()
     t0, t0_ns = time.perf_counter(), time.time_ns()
     creating = asyncio.create_task(b.create_many(items, concurrency))
-    await asyncio.gather(*(sweep(j) for j in range(sweepers)))
+    await asyncio.gather(*(prober() for _ in range(BURST_PROBERS)))
     accepted = await creating
     cpu = cpu_used(cpu_before, b.cpu(), count)
     all_served = max(served) - t0
@@ -612,14 +641,24 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         )
     log(
         f"burst of {count}: posted in {posted:.1f}s, all served at {all_served:.1f}s; CPU {cpu['total_s']}s "
-        f"({cpu['ms_per_ingress']} ms per Ingress, ours {cpu['ours_ms_per_ingress']})"
+        f"({cpu['ms_per_ingress']} ms per Ingress, ours {cpu['ours_ms_per_ingress']}); probes {probes}"
     )
     step = max(1, count // 100)
-    picks = list(range(0, count, step))
-    # A sweeper reaches a host only after the hosts before it in its share, so its answer time is not the
-    # host's own: per host, the trace's envoy.ack is the end.
+    picks = sorted({*range(0, count, step), count - 1})
+    # A prober reaches a host only after the hosts before it, so its answer time is an upper bound, not
+    # the host's own: per host, the trace's envoy.ack is the end. The last host's ACK, next to "all
+    # served", shows how much of that figure is the probing's.
     samples = [{"host": hosts[k], "accepted_ns": accepted[k][1], "served_ns": None} for k in picks]
-    splits = await b.splits(samples)
+    traced = await b.traced(samples)
+    splits = [split for _, split in traced]
+    acks = [s["accepted_ns"] + split["to_ack"] * 1e6 for s, split in traced]
+    last_ack = (max(acks) - t0_ns) / 1e9 if acks else None
+    index = {h: k for k, h in enumerate(hosts)}
+    lag = [
+        (served[index[s["host"]]] - t0) * 1e3 - (a - t0_ns) / 1e6
+        for (s, _), a in zip(traced, acks, strict=True)
+    ]
+    curve = sorted(t - t0 for t in served)
     return {
         "count": count,
         "mix": tls_mix(hosts, b.ca is not None),
@@ -627,12 +666,50 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         "accept_rate": round(count / posted),
         "all_served_s": round(all_served, 2),
         "rate": round(count / all_served),
+        "last_ack_s": None if last_ack is None else round(last_ack, 2),
+        "probes": probes,
+        "served_by_decile_s": [round(curve[min(count - 1, count * d // 10)], 2) for d in range(1, 11)],
+        "ack_to_probed_ms": common.summary(lag) if lag else None,
         "t0_ns": t0_ns,
         "stages": stages.summarize(splits),
         "traced": len(splits),
         "cpu": cpu,
         "profiles": profile_files,
     }
+
+
+HANDSHAKES = 3000
+"""Existing hosts the gateway's handshake rate is measured on after the burst (`handshakes`)."""
+
+
+async def handshakes(b: Bench, hosts: list[str]) -> dict[str, Any]:
+    """How fast the gateway answers first clients, with the pipeline at rest: `hosts` probed once each
+    (the burst's probe, `BURST_PROBERS` at a time) while Envoy holds none of their certificates — every
+    handshake waits for an on-demand SDS round trip, as a new host's first client does — and then the
+    same hosts again, their certificates held. The burst's "all served" cannot beat the first rate."""
+    out: dict[str, Any] = {}
+    for label in ("first", "again"):
+        queue = iter(hosts)
+        failed = 0
+
+        async def prober(queue: Iterator[str]) -> None:
+            nonlocal failed
+            for host in queue:
+                reply = await b.ask(host)
+                failed += reply.status != 200 or reply.backend != common.ECHO_MAIN
+
+        cpu_before, started = b.cpu(), time.perf_counter()
+        await asyncio.gather(*(prober(queue) for _ in range(BURST_PROBERS)))
+        elapsed = time.perf_counter() - started
+        cpu = cpu_used(cpu_before, b.cpu(), len(hosts))
+        out[label] = {
+            "handshakes": len(hosts),
+            "per_s": round(len(hosts) / elapsed),
+            "failed": failed,
+            "cpu_ms_per_handshake": {k: round(v * 1000 / len(hosts), 3) for k, v in cpu["seconds"].items()},
+        }
+        log(f"handshakes ({label}): {out[label]}")
+    return out
 
 
 LEADING_AGAIN = "leading again, nobody else held the Lease"  # the watcher's log line of a resume
@@ -772,6 +849,10 @@ async def drive(
             out["burst"] = await burst(b, args.burst, args.concurrency, profile_dir)
             out["loadavg_burst"] = common.machine_info()["loadavg"]
             out["memory_burst"] = await b.memory()
+            if b.ca is not None:  # after the memory: these leave certificates in Envoy
+                loaded = b.hosts[: args.n]  # Envoy has been asked for the certificates of a sample only
+                middle = max(0, len(loaded) // 2 - HANDSHAKES // 2)
+                out["handshakes"] = await handshakes(b, loaded[middle : middle + HANDSHAKES])
             await b.wait_quiet()
         if args.cold:
             out["cold_envoy"] = await cold_envoy(b)
@@ -874,6 +955,8 @@ def main(argv: list[str] | None = None) -> Path:
             "profile": args.profile,
             "lease_ttl_ms": int(os.environ.get("SHARDGATE_LEASE_TTL_MS", "3000")),
             "sweep_poll_s": SWEEP_POLL,
+            "burst_probers": BURST_PROBERS,
+            "gate_poll_s": GATE_POLL,
         },
     }
     with tempfile.TemporaryDirectory(prefix="sg-pipeline-") as tmp_dir:
