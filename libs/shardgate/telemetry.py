@@ -4,7 +4,9 @@ A change's trace context travels as a W3C `traceparent` string: in NATS headers 
 compiler, in the change log and notices from the compiler to the pushers, and in the pusher's map from
 nonce to change until Envoy ACKs. Export is OTLP over gRPC to whatever the standard OTEL_* variables
 name (a collector, Jaeger, or the local stack's receiver); without an endpoint nothing is exported and
-spans cost almost nothing. Sampling follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
+spans cost almost nothing. Sampling: up to SHARDGATE_TRACE_RATE new traces a second (default 100; 0
+traces every change), each change traced end to end or not at all (`shardgate.sampling`); setting
+OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG) puts the SDK's own choice in its place.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from shardgate import sampling
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
@@ -32,7 +37,9 @@ def setup_tracing(service_name: str) -> TracerProvider:
     if isinstance(existing, TracerProvider):  # installed by the embedding program: the global is set once
         _provider = existing
         return existing
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), sampler=_sampler_from_env()
+    )
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
@@ -44,6 +51,20 @@ def setup_tracing(service_name: str) -> TracerProvider:
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
+
+
+def _sampler_from_env() -> Sampler | None:
+    """None (the SDK reads OTEL_TRACES_SAMPLER, or traces everything) or the rate-limited sampler."""
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    raw = os.environ.get("SHARDGATE_TRACE_RATE", "")
+    try:
+        rate = float(raw) if raw else sampling.DEFAULT_RATE
+    except ValueError:
+        raise ValueError(f"SHARDGATE_TRACE_RATE must be a number of traces a second, not {raw!r}") from None
+    if rate < 0:
+        raise ValueError(f"SHARDGATE_TRACE_RATE must be 0 (every change) or more, not {raw!r}")
+    return sampling.sampler(rate)
 
 
 def shutdown_tracing() -> None:
