@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 from opentelemetry import trace
 
@@ -27,6 +28,15 @@ from .cache import ResourceCache
 
 log = logging.getLogger(__name__)
 _tracer = tracer("shardgate.pusher")
+
+
+class _FollowOn(NamedTuple):
+    """A shard's notices that follow on from the revision held: the units to read and relay."""
+
+    units: list[str]
+    traces: dict[str, str]  # unit -> traceparent
+    revision: int  # the last notice's
+    received_ns: int  # when the first of them arrived (the relay span starts there)
 
 
 class Follower:
@@ -74,6 +84,19 @@ class Follower:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, defaultdict(list)
+            following: dict[int, _FollowOn] = {}
+            for shard, notices in pending.items():
+                follow_on = self._follows_on(shard, notices)
+                if follow_on is not None:
+                    following[shard] = follow_on
+            if following:
+                try:
+                    await self._relay_following(following)
+                except (*TRANSIENT_REDIS, RecordError) as exc:  # each shard tries again on its own below
+                    log.warning("shards %s: reading notified fragments failed: %s", sorted(following), exc)
+                else:
+                    for shard in following:
+                        del pending[shard]
             for shard, notices in pending.items():
                 try:
                     await self._catch_up(shard, notices)
@@ -82,6 +105,27 @@ class Follower:
                     log.warning("shard %d: catching up failed: %s", shard, exc)
                 except Exception:  # one shard's surprise must not stop the pusher following the rest
                     log.exception("shard %d: catching up failed", shard)
+
+    def _follows_on(self, shard: int, notices: list[tuple[Notice, int]]) -> _FollowOn | None:
+        """The common case: the shard's notices follow on from the revision held, so their units are all
+        that changed. None otherwise (a gap, or only stale notices): `_catch_up` reads the change log."""
+        known = self.revisions[shard]
+        fresh = sorted((n for n in notices if n[0].revision > known), key=lambda n: n[0].revision)
+        revs = [n.revision for n, _ in fresh]
+        if not fresh or revs != list(range(known + 1, known + 1 + len(revs))):
+            return None
+        units = sorted({u for n, _ in fresh for u in n.units})
+        traces = {u: tp for n, _ in fresh for u, tp in n.traces.items()}
+        return _FollowOn(units, traces, revs[-1], fresh[0][1])
+
+    async def _relay_following(self, following: dict[int, _FollowOn]) -> None:
+        """Every shard that follows on, read in one Redis round trip and relayed together (so the
+        streams push them together): in a burst, notices of many shards arrive in one turn of the loop,
+        and a round trip per shard was a quarter of the pusher's busy time."""
+        raw = await self.store.fragments({shard: f.units for shard, f in following.items()})
+        for shard, f in following.items():
+            self._relay(shard, raw[shard], f.traces, f.revision, f.received_ns)
+            self.revisions[shard] = f.revision
 
     async def _resync(self) -> None:
         while True:
@@ -102,17 +146,11 @@ class Follower:
                         log.exception("shard %d: healing failed", shard)
 
     async def _catch_up(self, shard: int, notices: list[tuple[Notice, int]]) -> None:
-        known = self.revisions[shard]
-        fresh = sorted((n for n in notices if n[0].revision > known), key=lambda n: n[0].revision)
-        revs = [n.revision for n, _ in fresh]
-        if fresh and revs == list(range(known + 1, known + 1 + len(revs))):
-            # The common case: the notices follow on from what we hold; fetch just their units.
-            units = sorted({u for n, _ in fresh for u in n.units})
-            traces = {u: tp for n, _ in fresh for u, tp in n.traces.items()}
-            _, raw = await self.store.fragments(shard, units)
-            self._relay(shard, raw, traces, revs[-1], fresh[0][1])
-            self.revisions[shard] = revs[-1]
+        follow_on = self._follows_on(shard, notices)
+        if follow_on is not None:
+            await self._relay_following({shard: follow_on})
             return
+        known = self.revisions[shard]
         entries = await self.store.log_since(shard, known)
         if entries is None:
             log.info("shard %d: change log does not reach revision %d: taking the snapshot", shard, known)
@@ -122,8 +160,9 @@ class Follower:
             return
         units = sorted({u for e in entries for u in e.units})
         traces = {u: tp for e in entries for u, tp in e.traces.items()}
-        _, raw = await self.store.fragments(shard, units)
-        self._relay(shard, raw, traces, entries[-1].revision, fresh[0][1] if fresh else time.time_ns())
+        raw = (await self.store.fragments({shard: units}))[shard]
+        received = min((r for n, r in notices if n.revision > known), default=time.time_ns())
+        self._relay(shard, raw, traces, entries[-1].revision, received)
         self.revisions[shard] = entries[-1].revision
 
     async def _load_snapshot(self, shard: int) -> int:

@@ -38,7 +38,14 @@ async def test_commit_writes_everything_and_reads_back(store: ShardStore) -> Non
     assert await store.load_contributions(3, ["a"]) == {"a": {"ingress/ns/x": {"a": 10}}}
     assert await store.snapshot(3) == (1, {"a": b"A", "b": b"B"})
     await store.commit(3, "me", commit(11, 2, a=None))
-    assert await store.fragments(3, ["a", "b"]) == (2, {"a": None, "b": b"B"})
+    assert await store.fragments({3: ["a", "b"]}) == {3: {"a": None, "b": b"B"}}
+    assert await store.acquire(4, "me", 5000)
+    await store.commit(4, "me", commit(12, 1, c=b"C"))
+    assert await store.fragments({3: ["b"], 4: ["c", "a"], 5: []}) == {  # one round trip, many shards
+        3: {"b": b"B"},
+        4: {"c": b"C", "a": None},
+        5: {},
+    }
     entries = await store.log_since(3, 0)
     assert entries is not None
     assert [(e.revision, e.units) for e in entries] == [(1, ("a", "b")), (2, ("a",))]

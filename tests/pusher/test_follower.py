@@ -138,3 +138,40 @@ async def test_a_host_is_held_with_only_the_meta_the_pusher_reads(parts: tuple[S
         )
     finally:
         await follower.stop()
+
+
+async def test_notices_of_many_shards_are_read_in_one_round_trip(
+    parts: tuple[ShardStore, DeltaBus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notices that follow on, from every shard, are read with one call (one pipeline) and relayed
+    together; a shard whose notice reveals a gap heals from its change log."""
+    store, bus = parts
+    writers = [Writer(store, bus, s) for s in range(SHARDS)]
+    cache = ResourceCache()
+    follower = Follower(store, bus, cache, SHARDS, resync_s=60)  # no revision check during the test
+    await follower.start()
+    reads: list[dict[int, list[str]]] = []
+    real = store.fragments
+
+    async def spy(wanted: dict[int, list[str]]) -> dict[int, dict[str, bytes | None]]:
+        reads.append({s: list(u) for s, u in wanted.items()})
+        return await real(wanted)
+
+    monkeypatch.setattr(store, "fragments", spy)
+    try:
+        await follower.stop()  # the notices below collect until the drain runs again
+        await writers[3].write({"h:gap": frag("h:gap", b"g")}, announce=False)  # shard 3 misses one
+        for w in writers:
+            await w.write({f"h:s{w.shard}": frag(f"h:s{w.shard}", b"1")})
+        await eventually(lambda: len(follower._pending) == SHARDS)
+        follower._tasks = [asyncio.create_task(follower._drain())]
+        follower._wake.set()
+        await eventually(lambda: all(body(cache, f"h:s{s}") == b"1" for s in range(SHARDS)))
+        assert body(cache, "h:gap") == b"g"
+        assert follower.revisions == [w.rev for w in writers]
+        assert reads == [
+            {0: ["h:s0"], 1: ["h:s1"], 2: ["h:s2"]},  # the shards that follow on: one read
+            {3: ["h:gap", "h:s3"]},  # the gap, from the change log
+        ]
+    finally:
+        await follower.stop()
