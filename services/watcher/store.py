@@ -11,11 +11,14 @@ whole and diffs its caches against it: it publishes exactly what its predecessor
 
 Redis errors are translated here (`StoreError`); connection failures and timeouts are retried. A save is
 tried once before any retry machinery is set up: a burst saves one entry per source, and building a
-tenacity retrier for each showed in the watcher's profile.
+tenacity retrier for each showed in the watcher's profile. Index saves are group commits (`save`): the
+entries of the changes that finish while one write is in flight go out together in the next.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -33,6 +36,15 @@ from shardgate.watcher.tenancy import HostRecord
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a write's outcome as seen, so a failure whose savers were all cancelled is not reported
+    by asyncio as never retrieved (each saver that still waits gets it)."""
+    if not future.cancelled():
+        future.exception()
+
+
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 
 
@@ -64,6 +76,9 @@ class RedisIndexStore:
         self.key = key
         self.attempts = attempts
         self.hosts_key = hosts_key
+        self._queued: dict[str, SourceEntry | None] = {}  # saves waiting for the next write
+        self._next: asyncio.Future[None] | None = None  # resolved when the queued saves are written
+        self._writing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(
@@ -114,14 +129,44 @@ class RedisIndexStore:
         return await self._load_hash(self.key, SourceEntry.decode, "costs a re-publish of its deltas")
 
     async def save(self, source: str, entry: SourceEntry | None) -> None:
-        try:
-            if entry is None:
-                await self._write(lambda: self.client.hdel(self.key, source))
+        """Return once `source`'s entry is in Redis (HSET, or HDEL for None).
+
+        A group commit: the first save starts a write, saves that arrive while a write is in flight
+        are written together by the next one, and each caller awaits the write that carries its entry.
+        The publish workers finish their changes a few at a time, and a round trip each was the largest
+        share of the watcher's Redis writes in a burst. A failed write fails every save it carried."""
+        self._queued[source] = entry
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieved)  # its callers may all be gone (cancelled)
+        written = self._next
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_queued(), name="index-save")
+        await asyncio.shield(written)
+
+    async def _write_queued(self) -> None:
+        while self._queued and self._next is not None:
+            batch, self._queued = self._queued, {}
+            written, self._next = self._next, None
+            try:
+                await self._write(functools.partial(self._write_entries, batch))
+            except RedisError as exc:
+                written.set_exception(StoreError(f"saving {len(batch)} entries in {self.key}: {exc}"))
+            except BaseException as exc:  # cancelled (closing): the savers must not wait forever
+                written.set_exception(StoreError(f"saving {len(batch)} entries in {self.key}: {exc!r}"))
+                raise
             else:
-                data = entry.encode()
-                await self._write(lambda: self.client.hset(self.key, source, data))
-        except RedisError as exc:
-            raise StoreError(f"saving {source} in {self.key}: {exc}") from exc
+                written.set_result(None)
+
+    async def _write_entries(self, batch: dict[str, SourceEntry | None]) -> None:
+        gone = [source for source, entry in batch.items() if entry is None]
+        kept = {source: entry.encode() for source, entry in batch.items() if entry is not None}
+        async with self.client.pipeline(transaction=False) as pipe:
+            if kept:
+                pipe.hset(self.key, mapping=kept)  # type: ignore[arg-type]  # bytes values are fine
+            if gone:
+                pipe.hdel(self.key, *gone)
+            await pipe.execute()
 
     async def load_hosts(self) -> dict[str, HostRecord]:
         return await self._load_hash(
@@ -147,4 +192,7 @@ class RedisIndexStore:
             raise StoreError(f"saving {len(records)} host records in {self.hosts_key}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._writing is not None and not self._writing.done():
+            self._writing.cancel()  # its savers get a StoreError
+            await asyncio.gather(self._writing, return_exceptions=True)
         await self.client.aclose()
