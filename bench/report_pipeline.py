@@ -150,8 +150,8 @@ def tls_checks(by_n: Rows) -> str:
 
 def burst_table(by_n: Rows) -> str:
     head = ["N before", "namespaces", "new Ingresses", "served with", "all POSTs accepted",
-            "all served through Envoy", "sustained domains/s", "load avg after", "py-spy attached",
-            "run"]  # fmt: skip
+            "last traced host ACKed by Envoy", "half served", "all served through Envoy",
+            "sustained domains/s", "load avg after", "py-spy attached", "run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, (tag, r) in by_n:
         b = r.get("burst")
@@ -159,12 +159,37 @@ def burst_table(by_n: Rows) -> str:
             continue
         accepted = f"{b['post_s']:.1f} s ({b['accept_rate']:,}/s)"
         spied = "yes" if b.get("profiles") else "no"
+        acked = "–" if b.get("last_ack_s") is None else f"{b['last_ack_s']:.1f} s ({b['traced']} traced)"
+        deciles = b.get("served_by_decile_s")
+        half = f"{deciles[4]:.1f} s" if deciles else "–"
         lines.append(
-            f"| {n:,} | {r.get('namespaces', 1)} | {b['count']:,} | {mix(b)} | {accepted} | "
-            f"{b['all_served_s']:.1f} s | "
+            f"| {n:,} | {r.get('namespaces', 1)} | {b['count']:,} | {mix(b)} | {accepted} | {acked} | "
+            f"{half} | {b['all_served_s']:.1f} s | "
             f"{b['rate']:,} | {_la(r.get('loadavg_burst'))} | {spied} | [{tag}] |"
         )
     return "\n".join(lines)
+
+
+def handshake_table(by_n: Rows) -> str:
+    """The gateway's HTTPS answer rate with the pipeline at rest: first handshakes for names Envoy holds
+    no certificate for (an on-demand SDS round trip each) and the same names again."""
+    head = ["N", "hosts", "first handshakes/s", "CPU ms each: driver / Envoy / pusher", "again/s",
+            "CPU ms each: driver / Envoy / pusher", "run"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, (tag, r) in by_n:
+        h = r.get("handshakes")
+        if not h:
+            continue
+        cells = []
+        for label in ("first", "again"):
+            cpu = h[label]["cpu_ms_per_handshake"]
+            failed = f" ({h[label]['failed']} failed)" if h[label]["failed"] else ""
+            cells += [
+                f"{h[label]['per_s']:,}{failed}",
+                " / ".join(f"{cpu.get(k, 0):.2f}" for k in ("driver", "envoy", "pusher")),
+            ]
+        lines.append(f"| {n:,} | {h['first']['handshakes']:,} | " + " | ".join(cells) + f" | [{tag}] |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 CPU_COLUMNS = ("watcher", "compiler-1", "compiler-2", "pusher", "nats", "redis", "envoy", "kubeapi", "otlp",
@@ -369,6 +394,12 @@ def pipeline_section(all_runs: list[Run]) -> str:
             "spread over the burst, up to Envoy's ACK):\n\n" + stage_table(by_n, "burst"),
             "CPU seconds each process used from the first POST until every host was served (`driver`: the "
             "benchmark's own POSTs and probes), and per Ingress:\n\n" + cpu_table(by_n),
+            "How fast the gateway answers new clients with the pipeline at rest, after the burst: "
+            "existing hosts probed once each over HTTPS, 16 at a time, while Envoy holds "
+            "none of their certificates (each handshake waits for an on-demand SDS round trip, as a new "
+            "host's first client does), then the same hosts again (their certificates held). "
+            '"All served" in a burst cannot beat the first rate:\n\n'
+            + (handshake_table(by_n) or "Not measured in the runs on this page."),
             "### Cold start\n\n" + cold_table(by_n, ttl),
             "### Memory (VmRSS, MB)\n\n" + memory_table(by_n),
             "### Profiles during the burst (py-spy, share of busy samples)\n\n" + profiles_section(runs),

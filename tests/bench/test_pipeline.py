@@ -72,7 +72,14 @@ def _result(n: int, p99: float) -> dict[str, object]:
         "n": n,
         "activation": {"add": summary, "post_ms": summary, "stages": {}, "traced": 0},
         "burst": {"count": 100, "post_s": 1.0, "accept_rate": 100, "all_served_s": 20.0, "rate": 5,
-                  "stages": {}, "traced": 0, "profiles": {}},
+                  "stages": {}, "traced": 3, "profiles": {}, "last_ack_s": 12.5,
+                  "served_by_decile_s": [1, 2, 3, 4, 15.5, 16, 17, 18, 19, 20]},
+        "handshakes": {
+            "first": {"handshakes": 3000, "per_s": 400, "failed": 0,
+                      "cpu_ms_per_handshake": {"driver": 1.5, "envoy": 1.25, "pusher": 0.4}},
+            "again": {"handshakes": 3000, "per_s": 600, "failed": 2,
+                      "cpu_ms_per_handshake": {"driver": 1.4, "envoy": 0.5, "pusher": 0.03}},
+        },
         "cold_envoy": {"admin_s": 0.1, "served_s": 2.0, "probed": 50},
         "restart_pusher": {"listening_s": 1.0, "envoy_connected_s": 2.0, "new_host_served_s": 3.0,
                            "new_host_after_201_ms": 5.0},
@@ -98,6 +105,12 @@ def test_targets_are_judged_only_at_their_n() -> None:
         in (only_small)
     )
     assert "4.0 s with a lease TTL of 3 s, N = 1,000 [a] | **met** |" in only_small  # N-independent
+    # The burst says when the pipeline was done (the last traced host's ACK) beside "all served", and
+    # the gateway's handshake rate at rest bounds what "all served" can be.
+    assert "| 12.5 s (3 traced) | 15.5 s | 20.0 s |" in page
+    assert (
+        "| 100,000 | 3,000 | 400 | 1.50 / 1.25 / 0.40 | 600 (2 failed) | 1.40 / 0.50 / 0.03 | [b] |" in page
+    )
 
 
 @pytest.mark.integration
@@ -113,6 +126,13 @@ def test_tiny_run_goes_through_every_phase(tmp_path: Path) -> None:
     r = run["result"]
     assert r["activation"]["add"]["n"] == 2 and r["activation"]["traced"] >= 1
     assert r["burst"]["count"] == 20 and r["burst"]["all_served_s"] > 0
+    burst = r["burst"]
+    assert burst["probes"]["https"] - burst["probes"]["https_failed"] == 20  # each host answered once
+    assert burst["served_by_decile_s"] == sorted(burst["served_by_decile_s"])
+    assert burst["served_by_decile_s"][-1] == burst["all_served_s"]
+    assert burst["last_ack_s"] is not None and 0 < burst["last_ack_s"] <= burst["all_served_s"]
+    for label in ("first", "again"):  # every loaded host answers a first and a repeated handshake
+        assert r["handshakes"][label]["handshakes"] == 30 and r["handshakes"][label]["failed"] == 0
     # The TLS mix: every host is served over HTTPS, platform hosts with the wildcard certificate, custom
     # domains with their own; plain HTTP is redirected.
     assert run["settings"]["tls"] is True
