@@ -390,8 +390,10 @@ def pipeline_section(all_runs: list[Run]) -> str:
             "figure means the two instants overlap, e.g. the watch event arrives before the 201 reaches the "
             "client):\n\n" + stage_table(by_n, "activation"),
             "### Burst\n\n" + burst_table(by_n),
-            "Where the time goes in the burst (p50 / p99 ms per stage, from a sample of about 100 traces "
-            "spread over the burst, up to Envoy's ACK):\n\n" + stage_table(by_n, "burst"),
+            "Where the time goes in the burst (p50 / p99 ms per stage, up to Envoy's ACK, from the traces "
+            "of about 100 hosts spread over the burst; `traces` says how many of them were traced, the "
+            "others' changes came past the trace rate, ARCHITECTURE.md, Tracing):\n\n"
+            + stage_table(by_n, "burst"),
             "CPU seconds each process used from the first POST until every host was served (`driver`: the "
             "benchmark's own POSTs and probes), and per Ingress:\n\n" + cpu_table(by_n),
             "How fast the gateway answers new clients with the pipeline at rest, after the burst: "

@@ -1,9 +1,9 @@
 """How many changes are traced: every one, up to a rate of new traces per second.
 
 A trace costs the pipeline CPU in every service it crosses (spans built, attributes copied, encoded for
-export in the batch processor's thread): in a burst of 10,000 new Ingresses on this project's 2-core
-bench machine, turning tracing off took our services from 4.2 to 3.1 ms of CPU per Ingress and the whole
-burst from 53 to 46 s (docs/BENCHMARKS.md). DESIGN.md asks that a trace never be what makes the
+export in the batch processor's thread): in a burst of 10,000 new Ingresses on 10,000 on the project's
+2-core bench machine, our services used 3.7–4.5 ms of CPU per Ingress with every span recorded and 3.1
+with tracing off (docs/BENCHMARKS.md, finding 2). DESIGN.md asks that a trace never be what makes the
 pipeline slow, and a trace is for looking at one change: nobody reads ten thousand traces of a burst.
 
 So the watcher, where a change's trace starts, samples its *root* spans with a token bucket: up to
