@@ -152,8 +152,12 @@ class RedisIndexStore:
                 await self._write(functools.partial(self._write_entries, batch))
             except RedisError as exc:
                 written.set_exception(StoreError(f"saving {len(batch)} entries in {self.key}: {exc}"))
-            except BaseException as exc:  # cancelled (closing): the savers must not wait forever
-                written.set_exception(StoreError(f"saving {len(batch)} entries in {self.key}: {exc!r}"))
+            except BaseException as exc:  # cancelled (closing), or a surprise: no saver may wait forever
+                failed = StoreError(f"saving {len(batch)} entries in {self.key}: {exc!r}")
+                written.set_exception(failed)
+                if self._next is not None:  # the saves queued meanwhile are never written by this task
+                    self._next.set_exception(failed)
+                    self._next, self._queued = None, {}
                 raise
             else:
                 written.set_result(None)

@@ -96,3 +96,26 @@ async def test_a_cancelled_saver_does_not_cancel_the_write_of_the_others(store: 
         await gone
     # The write carried both: a cancelled caller only stops waiting for it.
     assert await store.load() == {"ingress/ns/gone": entry(1), "ingress/ns/kept": entry(2)}
+
+
+async def test_closing_fails_the_saves_in_flight_and_queued(redis_server: RedisServer) -> None:
+    """A store closed while a write is in flight fails that write's saves and the ones queued behind it,
+    instead of leaving them waiting."""
+    store = RedisIndexStore.from_url(redis_server.url)
+    started = asyncio.Event()
+    real = store._write_entries
+
+    async def slow(batch: dict[str, SourceEntry | None]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+        await real(batch)
+
+    store._write_entries = slow  # type: ignore[method-assign]
+    first = asyncio.create_task(store.save("ingress/ns/a", entry(1)))
+    await started.wait()
+    queued = asyncio.create_task(store.save("ingress/ns/b", entry(2)))
+    await asyncio.sleep(0)
+    await store.close()
+    for task in (first, queued):
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(task, 5)
