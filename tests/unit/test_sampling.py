@@ -13,17 +13,11 @@ from opentelemetry.sdk.trace.sampling import ParentBased
 from shardgate import telemetry
 from shardgate.sampling import DEFAULT_RATE, RateLimited, sampler
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..clock import ManualClock
 
 
 def test_the_bucket_starts_full_then_refills_at_the_rate() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = RateLimited(5, clock)
     assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
     clock.now += 0.2  # one token's worth
@@ -33,7 +27,7 @@ def test_the_bucket_starts_full_then_refills_at_the_rate() -> None:
 
 
 def test_changes_slower_than_the_rate_are_all_traced() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = RateLimited(100, clock)
     taken = []
     for _ in range(1000):
@@ -47,7 +41,7 @@ def test_changes_slower_than_the_rate_are_all_traced() -> None:
     gaps=st.lists(st.floats(min_value=0, max_value=0.5, allow_nan=False), min_size=1, max_size=400),
 )
 def test_no_window_samples_more_than_its_share_plus_one_bucket(rate: int, gaps: list[float]) -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = RateLimited(rate, clock)
     times = []
     for gap in gaps:

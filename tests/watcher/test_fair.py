@@ -6,13 +6,7 @@ import asyncio
 
 from shardgate.watcher.fair import FairQueue
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..clock import ManualClock
 
 
 def test_round_robin_a_single_change_overtakes_a_flood() -> None:
@@ -27,7 +21,7 @@ def test_round_robin_a_single_change_overtakes_a_flood() -> None:
 
 
 def test_token_bucket_throttles_only_the_namespace_over_its_rate() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     q = FairQueue(rate=10, burst=2, clock=clock)
     for i in range(5):
         q.put("a", f"a{i}")

@@ -13,6 +13,8 @@ import pytest
 from shardgate.adapters.kube import Conflict, Transient
 from shardgate.watcher.leader import LeaderElector, _Lost
 
+from ..clock import ManualClock
+
 
 class FakeLeases:
     def __init__(self) -> None:
@@ -51,15 +53,7 @@ class FakeLeases:
         return copy.deepcopy(self.lease)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def elector(api: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
+def elector(api: FakeLeases, clock: ManualClock, identity: str) -> LeaderElector:
     return LeaderElector(
         api, "ns", "lease", identity, lease_duration=15, renew_deadline=10, retry_period=2,
         monotonic=clock, wall=lambda: datetime(2024, 1, 1, tzinfo=UTC),
@@ -67,43 +61,43 @@ def elector(api: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
 
 
 async def test_acquire_renew_and_take_over_after_expiry() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a, b = elector(api, clock, "a"), elector(api, clock, "b")
     assert await a.try_acquire_or_renew()
     assert api.lease is not None and api.lease["spec"]["holderIdentity"] == "a"
     assert api.lease["spec"]["leaseTransitions"] == 0
     assert not await b.try_acquire_or_renew()  # fresh: b first notes when it saw the record
-    clock.t += 14
+    clock.now += 14
     assert not await b.try_acquire_or_renew()  # unchanged for 14 s < 15 s
-    clock.t += 2
+    clock.now += 2
     assert await b.try_acquire_or_renew()  # unchanged for 16 s: taken
     assert api.lease["spec"]["holderIdentity"] == "b" and api.lease["spec"]["leaseTransitions"] == 1
 
 
 async def test_renewals_keep_a_standby_out() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a, b = elector(api, clock, "a"), elector(api, clock, "b")
     assert await a.try_acquire_or_renew()
     for _ in range(20):
         assert not await b.try_acquire_or_renew()
-        clock.t += 2
+        clock.now += 2
         assert await a.try_acquire_or_renew()
 
 
 async def test_holder_stops_leading_at_its_renew_deadline() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a = elector(api, clock, "a")
     assert await a.try_acquire_or_renew()
     a._set_leading(True)
     api.down = True
-    clock.t += 9.9
+    clock.now += 9.9
     assert a.is_leader
-    clock.t += 0.2
+    clock.now += 0.2
     assert not a.is_leader  # 10 s after the last renewal, before any standby may take over (15 s)
 
 
 async def test_release_hands_over_at_once() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a, b = elector(api, clock, "a"), elector(api, clock, "b")
     assert await a.try_acquire_or_renew()
     await a.release()
@@ -112,12 +106,12 @@ async def test_release_hands_over_at_once() -> None:
 
 
 async def test_the_holder_renews_with_one_request_and_notices_another_writer() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a, b = elector(api, clock, "a"), elector(api, clock, "b")
     assert await a.try_acquire_or_renew()
     a._set_leading(True)
     before = api.requests
-    clock.t += 2
+    clock.now += 2
     assert await a.try_acquire_or_renew()
     assert api.requests == before + 1  # the update alone, no read first
     assert (
@@ -128,9 +122,9 @@ async def test_the_holder_renews_with_one_request_and_notices_another_writer() -
     # Someone else takes the Lease (a's record went stale, say): a's update conflicts, the full round
     # reads the Lease, sees the other holder and gives up at once.
     assert not await b.try_acquire_or_renew()  # b notes when it saw a's record
-    clock.t += 16
+    clock.now += 16
     assert not a.is_leader and await b.try_acquire_or_renew()
-    a._valid_until = clock.t + 10  # as if a still believed it led
+    a._valid_until = clock.now + 10  # as if a still believed it led
     with pytest.raises(_Lost):
         await a.try_acquire_or_renew()
     assert api.lease["spec"]["holderIdentity"] == "b"
@@ -142,12 +136,12 @@ def test_timings_must_nest() -> None:
 
 
 async def test_a_tenure_continues_only_if_nobody_else_held_the_lease_between() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a, b = elector(api, clock, "a"), elector(api, clock, "b")
     assert await a.try_acquire_or_renew() and not a.continued  # a first tenure continues nothing
     a._set_leading(True)
     api.down = True
-    clock.t += 11  # past a's renew deadline, within the lease duration
+    clock.now += 11  # past a's renew deadline, within the lease duration
     assert not a.is_leader
     api.down = False
     assert await a.try_acquire_or_renew() and a.continued  # the record still names a: it goes on
@@ -156,10 +150,10 @@ async def test_a_tenure_continues_only_if_nobody_else_held_the_lease_between() -
     # duration, then a takes it back from b the same way.
     a._set_leading(False)
     assert not await b.try_acquire_or_renew()
-    clock.t += 16
+    clock.now += 16
     assert await b.try_acquire_or_renew()
     assert not await a.try_acquire_or_renew()
-    clock.t += 16
+    clock.now += 16
     assert await a.try_acquire_or_renew() and not a.continued
 
     await a.release()  # a release writes no holder: the next tenure starts afresh as well
@@ -202,20 +196,20 @@ async def test_a_renewal_answered_after_the_deadline_is_reported_as_a_lapse() ->
 
 
 async def test_a_renewal_that_lands_after_the_deadline_is_flagged_as_a_lapse() -> None:
-    api, clock = FakeLeases(), Clock()
+    api, clock = FakeLeases(), ManualClock()
     a = elector(api, clock, "a")
     assert await a.try_acquire_or_renew()
     a._set_leading(True)
-    clock.t += 2
+    clock.now += 2
     assert await a.try_acquire_or_renew() and not a._lapsed  # in time: a plain renewal
 
     real_update = api.update_lease
 
     async def slow_update(lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-        clock.t += 10.5  # the API answers after our deadline (10 s) has passed
+        clock.now += 10.5  # the API answers after our deadline (10 s) has passed
         return await real_update(lease, spec)
 
     api.update_lease = slow_update  # type: ignore[method-assign]
-    clock.t += 1
+    clock.now += 1
     assert await a.try_acquire_or_renew()
     assert a._lapsed and a.continued  # run() reports it as a lapse, then the tenure going on
