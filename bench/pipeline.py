@@ -652,16 +652,13 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
     # A prober reaches a host only after the hosts before it, so its answer time is an upper bound, not
     # the host's own: per host, the trace's envoy.ack is the end. The last host's ACK, next to "all
     # served", shows how much of that figure is the probing's.
-    samples = [{"host": hosts[k], "accepted_ns": accepted[k][1], "served_ns": None} for k in picks]
+    samples = [{"host": hosts[k], "k": k, "accepted_ns": accepted[k][1], "served_ns": None} for k in picks]
     traced = await b.traced(samples)
     splits = [split for _, split in traced]
-    acks = [s["accepted_ns"] + split["to_ack"] * 1e6 for s, split in traced]
-    last_ack = (max(acks) - t0_ns) / 1e9 if acks else None
-    index = {h: k for k, h in enumerate(hosts)}
-    lag = [
-        (served[index[s["host"]]] - t0) * 1e3 - (a - t0_ns) / 1e6
-        for (s, _), a in zip(traced, acks, strict=True)
-    ]
+    # Each traced host's ACK by Envoy, ms after the first POST, and how much later the probe found it.
+    acked = [((s["accepted_ns"] - t0_ns) / 1e6 + split["to_ack"], s["k"]) for s, split in traced]
+    last_ack = max(ms for ms, _ in acked) / 1e3 if acked else None
+    lag = [(served[k] - t0) * 1e3 - ms for ms, k in acked]
     curve = sorted(t - t0 for t in served)
     return {
         "count": count,

@@ -36,6 +36,7 @@ from shardgate.watcher.tenancy import HostRecord
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
@@ -43,9 +44,6 @@ def _retrieved(future: asyncio.Future[None]) -> None:
     by asyncio as never retrieved (each saver that still waits gets it)."""
     if not future.cancelled():
         future.exception()
-
-
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 
 
 class StoreError(AdapterError):
@@ -77,7 +75,7 @@ class RedisIndexStore:
         self.attempts = attempts
         self.hosts_key = hosts_key
         self._queued: dict[str, SourceEntry | None] = {}  # saves waiting for the next write
-        self._next: asyncio.Future[None] | None = None  # resolved when the queued saves are written
+        self._next: asyncio.Future[None] | None = None  # resolved when they are written (None: no saves)
         self._writing: asyncio.Task[None] | None = None
 
     @classmethod
@@ -145,7 +143,7 @@ class RedisIndexStore:
         await asyncio.shield(written)
 
     async def _write_queued(self) -> None:
-        while self._queued and self._next is not None:
+        while self._next is not None:  # set with the first save queued, taken with the batch
             batch, self._queued = self._queued, {}
             written, self._next = self._next, None
             try:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.exceptions import ResponseError
+import redis.asyncio as aioredis
 
 from shardgate.local.servers import RedisServer
 from shardgate.watcher.index import SourceEntry
@@ -67,21 +67,18 @@ async def test_saves_during_a_write_go_out_in_the_next_one(
 
 
 async def test_a_failed_write_fails_every_save_it_carried_and_the_next_one_works(
-    store: RedisIndexStore, monkeypatch: pytest.MonkeyPatch
+    store: RedisIndexStore,
 ) -> None:
-    real = store._write_entries
-
-    async def refuse(batch: dict[str, SourceEntry | None]) -> None:
-        raise ResponseError("OOM command not allowed when used memory > 'maxmemory'")
-
-    monkeypatch.setattr(store, "_write_entries", refuse)
-    results = await asyncio.gather(
-        *(store.save(f"ingress/ns/i{i}", entry(i)) for i in range(3)), return_exceptions=True
-    )
+    await store.client.config_set("maxmemory", "1")  # Redis refuses every write: OOM
+    try:
+        results = await asyncio.gather(
+            *(store.save(f"ingress/ns/i{i}", entry(i)) for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await store.client.config_set("maxmemory", "0")
     assert all(isinstance(r, StoreError) and "3 entries" in str(r) for r in results), results
     assert await store.load() == {}
 
-    monkeypatch.setattr(store, "_write_entries", real)
     await store.save("ingress/ns/i0", entry(0))
     assert await store.load() == {"ingress/ns/i0": entry(0)}
 
@@ -102,20 +99,25 @@ async def test_closing_fails_the_saves_in_flight_and_queued(redis_server: RedisS
     """A store closed while a write is in flight fails that write's saves and the ones queued behind it,
     instead of leaving them waiting."""
     store = RedisIndexStore.from_url(redis_server.url)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")  # the write waits in Redis
     started = asyncio.Event()
     real = store._write_entries
 
-    async def slow(batch: dict[str, SourceEntry | None]) -> None:
+    async def spy(batch: dict[str, SourceEntry | None]) -> None:
         started.set()
-        await asyncio.sleep(30)
         await real(batch)
 
-    store._write_entries = slow  # type: ignore[method-assign]
-    first = asyncio.create_task(store.save("ingress/ns/a", entry(1)))
-    await started.wait()
-    queued = asyncio.create_task(store.save("ingress/ns/b", entry(2)))
-    await asyncio.sleep(0)
-    await store.close()
-    for task in (first, queued):
-        with pytest.raises(StoreError):
-            await asyncio.wait_for(task, 5)
+    store._write_entries = spy  # type: ignore[method-assign]
+    try:
+        first = asyncio.create_task(store.save("ingress/ns/a", entry(1)))
+        await started.wait()
+        queued = asyncio.create_task(store.save("ingress/ns/b", entry(2)))
+        await asyncio.sleep(0)
+        await store.close()
+        for task in (first, queued):
+            with pytest.raises(StoreError):
+                await asyncio.wait_for(task, 5)
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
