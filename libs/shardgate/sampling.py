@@ -8,10 +8,10 @@ pipeline slow, and a trace is for looking at one change: nobody reads ten thousa
 
 So the watcher, where a change's trace starts, samples its *root* spans with a token bucket: up to
 `rate` new traces a second, with a bucket of the same size, so every change is traced while changes
-arrive slower than that — the single change a user looks at with `shardgate trace` always is — and a
-burst costs at most `rate` traces a second. Every other span follows its parent's decision
-(`ParentBased`), carried in the traceparent's flags through NATS, the change log, notices and nonces, so
-a change is traced end to end or not at all. A rate of 0 traces every change.
+arrive slower than that — the change a user looks at with `shardgate trace` is, unless it came in a
+burst past the rate — and a burst costs at most `rate` traces a second. Every other span follows its
+parent's decision (`ParentBased`), carried in the traceparent's flags through NATS, the change log,
+notices and nonces, so a change is traced end to end or not at all. A rate of 0 traces every change.
 
 Pure: the clock is passed in; no I/O.
 """

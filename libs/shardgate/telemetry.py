@@ -78,7 +78,8 @@ def tracer(name: str) -> trace.Tracer:
 
 
 def traceparent(ctx: Context | None = None) -> str:
-    """The W3C traceparent of the current (or given) span context; "" when nothing is recorded."""
+    """The W3C traceparent of the current (or given) span context; "" when there is no span. A change
+    that was not sampled still has one, its flags saying so, so that every later span drops it too."""
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=ctx)
     return carrier.get("traceparent", "")
