@@ -61,8 +61,9 @@ def plan_batch(
     contributions: Mapping[str, PackedSources],
     compile_unit: CompileFn,
 ) -> BatchPlan:
-    """Apply `messages` on top of the shard's state; `contributions` must hold every touched unit that
-    has any (a unit it lacks has none)."""
+    """Apply `messages` on top of the shard's state. A touched unit missing from `contributions` is
+    planned as having none, and listed in `commit.assumed_empty` for the commit to check (except a
+    delta from the one source its unit's kind allows: it is all the unit's input)."""
     units: dict[str, UnitChange] = {}
     new_contrib: dict[str, Sources] = {}
     commit = Commit(seq=applied_seq)
@@ -80,7 +81,10 @@ def plan_batch(
             change.traceparents.append(m.traceparent)
         change.sources.append(d.source)
         if d.unit not in new_contrib:
-            new_contrib[d.unit] = unpack_sources(contributions.get(d.unit))
+            held = contributions.get(d.unit)
+            if held is None and d.source != sole_source(d.unit):
+                commit.assumed_empty.append(d.unit)
+            new_contrib[d.unit] = unpack_sources(held)
         sources = new_contrib[d.unit]
         if d.body is None:
             sources.pop(d.source, None)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 from opentelemetry import trace
 
-from shardgate.adapters.errors import LeaseLost, TransientError
+from shardgate.adapters.errors import LeaseLost, TransientError, UnloadedSources
 from shardgate.adapters.jetstream import DeltaBus, DeltaMessage, ShardConsumer
 from shardgate.adapters.store import ShardStore
 from shardgate.keys import UnitKind, unit_kind, unit_name
@@ -72,11 +73,20 @@ class ShardWorker:
     async def _apply(self, messages: list[DeltaMessage], consumer: ShardConsumer) -> None:
         started = time.time_ns()
         await self._load_missing(messages)
-        plan = plan_batch(
-            messages, self.seq, self.revision, self._hashes, self._contributions, self.compile_unit
-        )
-        spans = self._start_spans(plan, started)
-        await self._commit(plan)
+        while True:
+            plan = plan_batch(
+                messages, self.seq, self.revision, self._hashes, self._contributions, self.compile_unit
+            )
+            spans = self._start_spans(plan, started)
+            try:
+                await self._commit(plan)
+                break
+            except UnloadedSources as exc:
+                # A unit without a fragment that has contributions (it failed to compile, or compiled to
+                # nothing): read them, plan again. The spans of the refused plan are never ended, so
+                # never exported.
+                log.info("%s; reading them", exc)
+                await self._load(exc.units)
         # Only a successful commit moves the in-memory state.
         self.seq = plan.commit.seq
         for unit, packed in plan.new_contributions.items():
@@ -99,19 +109,25 @@ class ShardWorker:
             span.end()
 
     async def _load_missing(self, messages: list[DeltaMessage]) -> None:
+        """Read the contributions of touched units that have a fragment and are not held yet (after a
+        restart, or a handover). A unit without a fragment is almost always new, so it is not read: the
+        plan assumes it has none and the commit checks that (`Commit.assumed_empty`), which saves a
+        brand-new host a Redis round trip."""
         # Not `set - dict.keys()`: CPython computes that by iterating over every key of the dict (every
         # unit the shard has cached: seen as a fifth of a compiler's time in a burst at 100k).
-        known = self._contributions
+        known, hashed = self._contributions, self._hashes
         missing = {
             d.unit
             for m in messages
-            if (d := m.delta) and d.unit not in known and d.source != sole_source(d.unit)
+            if (d := m.delta) and d.unit in hashed and d.unit not in known and d.source != sole_source(d.unit)
         }
-        if not missing:
-            return
-        for unit, sources in (await self.store.load_contributions(self.shard, missing)).items():
+        if missing:
+            await self._load(missing)
+
+    async def _load(self, units: Iterable[str]) -> None:
+        for unit, sources in (await self.store.load_contributions(self.shard, units)).items():
             if sources:
-                known[unit] = pack_sources(sources)
+                self._contributions[unit] = pack_sources(sources)
 
     def _start_spans(self, plan: BatchPlan, started_ns: int) -> list[trace.Span]:
         """One `compiler.apply` span in each change's own trace; the notice carries its context."""

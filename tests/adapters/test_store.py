@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shardgate.adapters.errors import LeaseLost
+from shardgate.adapters.errors import LeaseLost, UnloadedSources
 from shardgate.adapters.store import Commit, ShardStore, k
 from shardgate.local.servers import RedisServer
 
@@ -115,3 +115,20 @@ async def test_a_commit_with_a_revision_already_logged_writes_nothing(store: Sha
         await store.commit(4, "me", commit(2, 1, b=b"B"))
     assert await store.snapshot(4) == (1, {"a": b"A"})
     assert (await store.load_shard(4)).seq == 1
+
+
+async def test_a_commit_assuming_no_sources_where_there_are_some_is_refused_whole(store: ShardStore) -> None:
+    assert await store.acquire(2, "me", 5000)
+    await store.commit(2, "me", commit(1, 1, a=b"A"))
+    before = (await store.snapshot(2), await store.load_shard(2), await store.log_since(2, 0))
+    again = commit(2, 2, a=b"A2", b=b"B", c=b"C")
+    again.assumed_empty = ["c", "a", "b"]  # "a" has a source stored; "b" and "c" have none
+    with pytest.raises(UnloadedSources) as refused:
+        await store.commit(2, "me", again)
+    assert refused.value.units == ["a"]
+    assert (await store.snapshot(2), await store.load_shard(2), await store.log_since(2, 0)) == before
+    assert await store.load_contributions(2, ["b", "c"]) == {"b": {}, "c": {}}
+
+    again.assumed_empty = ["b", "c"]  # as the worker plans it once it has read "a"
+    await store.commit(2, "me", again)
+    assert await store.snapshot(2) == (2, {"a": b"A2", "b": b"B", "c": b"C"})

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from shardgate.adapters.jetstream import DeltaMessage
 from shardgate.compiler.batch import plan_batch
-from shardgate.compiler.held import digest, unpack_sources
-from shardgate.keys import host_unit
+from shardgate.compiler.held import digest, pack_sources, unpack_sources
+from shardgate.keys import host_unit, secret_unit
 from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, Wire
 from shardgate.records import Delta, Fragment, make_resource
 
@@ -119,9 +119,18 @@ def test_undecodable_delta_only_moves_the_sequence() -> None:
     assert plan.commit.seq == 4 and plan.commit.revision is None
 
 
-def test_a_unit_not_held_has_no_contributions_yet() -> None:
+def test_a_unit_not_held_has_no_contributions_yet_and_the_commit_is_told_so() -> None:
     plan = plan_batch([msg(1, A, routes("v1"), source="ingress/ns/api")], 0, 0, {}, {}, fake_compile)
     assert unpack_sources(plan.new_contributions[A]) == {"ingress/ns/api": routes("v1")}
+    assert plan.commit.assumed_empty == [A]
+
+
+def test_only_units_not_held_are_assumed_empty_and_never_a_secret_from_its_own_source() -> None:
+    held = {A: pack_sources({"ingress/ns/api": routes("api")})}
+    secret = secret_unit("ns", "tls")
+    batch = [msg(1, A, routes("v1")), msg(2, B, routes("v2")), msg(3, secret, None, source="secret/ns/tls")]
+    plan = plan_batch(batch, 0, 0, {}, held, fake_compile)
+    assert plan.commit.assumed_empty == [B]
 
 
 def test_a_failed_unit_still_records_its_sources() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shardgate.adapters.errors import LeaseLost
+from shardgate.adapters.errors import LeaseLost, UnloadedSources
 from shardgate.adapters.jetstream import DeltaMessage
 from shardgate.adapters.store import Commit, ShardState
 from shardgate.compiler.held import digest, unpack_sources
@@ -49,6 +49,7 @@ class FakeStore:
         self.sources = sources or {}
         self.commits: list[Commit] = []
         self.loads: list[set[str]] = []
+        self.unread: list[list[str]] = []  # commits refused for assuming these units had no sources
         self.refuse_from = 10**9  # commits from this one on raise LeaseLost
 
     async def load_shard(self, shard: int) -> ShardState:
@@ -61,6 +62,9 @@ class FakeStore:
     async def commit(self, shard: int, token: str, c: Commit) -> None:
         if len(self.commits) >= self.refuse_from:
             raise LeaseLost("not ours")
+        if unread := [u for u in c.assumed_empty if self.sources.get(u)]:
+            self.unread.append(unread)
+            raise UnloadedSources(shard, unread)
         self.commits.append(c)
         for unit, by_source in c.contributions.items():
             held = self.sources.setdefault(unit, {})
@@ -151,6 +155,13 @@ async def test_a_refused_commit_leaves_the_held_state_as_it_was() -> None:
     assert bus.consumer is not None and bus.consumer.acks == 1
 
 
+async def test_a_new_unit_is_not_read_the_commit_checks_it_has_no_sources() -> None:
+    store = FakeStore()
+    await run(store, [msg(1, routes("v1"))])
+    assert store.loads == [] and store.unread == []
+    assert store.commits[-1].assumed_empty == [A]
+
+
 async def test_a_unit_without_sources_is_not_held_and_read_again_when_it_comes_back() -> None:
     store = FakeStore()
     worker = await run(store, [msg(1, routes("v1"))], [msg(2, None)])
@@ -159,8 +170,22 @@ async def test_a_unit_without_sources_is_not_held_and_read_again_when_it_comes_b
 
     store.sources[A] = {API: routes("api", "api")}  # as if another writer's commit were there
     worker = await run(store, [msg(3, routes("v3"))])
-    assert store.loads[-1] == {A}
+    assert store.unread == [[A]] and store.loads[-1] == {A}  # the commit said so; then it was read
     assert unpack_sources(worker._contributions[A]) == {API: routes("api", "api"), WEB: routes("v3")}
+    assert store.commits[-1].assumed_empty == []
+
+
+async def test_a_unit_whose_sources_compile_to_nothing_keeps_them_across_a_restart() -> None:
+    """The case the commit's check exists for: sources in Redis, no fragment (here the only other
+    source has no paths the fake compiles), so the unit is not read at first touch after a restart."""
+    empty = HostRoutes("ns", "api", "2026-01-01T00:00:00Z", ()).to_wire()
+    store = FakeStore()
+    await run(store, [msg(1, empty, API)])
+    assert store.sources[A] == {API: empty} and A not in store.state.hashes
+    worker = await run(store, [msg(2, routes("v2"))])  # a new owner: nothing held
+    assert store.unread == [[A]] and store.loads == [{A}]
+    assert unpack_sources(worker._contributions[A]) == {API: empty, WEB: routes("v2")} == store.sources[A]
+    assert len(store.commits) == 2  # the refused plan wrote nothing
 
 
 async def test_after_a_restart_an_unchanged_unit_is_not_rewritten() -> None:

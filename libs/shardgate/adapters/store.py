@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shardgate.adapters.errors import LeaseLost, TransientError
+from shardgate.adapters.errors import LeaseLost, TransientError, UnloadedSources
 from shardgate.model import Wire
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 # KEYS: lease, rev, seq, frag, fhash, log, then one contributions hash per unit.
-# ARGV: token, new revision ("" = none), seq, log cap, log units, log traces, then the fragment sets
-# (count, then unit/bytes/hash triples), the fragment deletions (count, then units), then for each
-# contributions hash its sets (count, then source/value pairs) and deletions (count, then sources).
-# The lease check and the XADD (the only call that can fail on bad input) come before any write, so a
-# refused commit writes nothing.
+# ARGV: token, new revision ("" = none), seq, log cap, log units, log traces, then the contributions
+# hashes assumed empty (count, then their indexes in KEYS), the fragment sets (count, then
+# unit/bytes/hash triples), the fragment deletions (count, then units), then for each contributions
+# hash its sets (count, then source/value pairs) and deletions (count, then sources).
+# The lease check, the assumed-empty check and the XADD (the only call that can fail on bad input) come
+# before any write, so a refused commit writes nothing.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEASE not held') end
+local i = 7
+local n = tonumber(ARGV[i]); i = i + 1
+local unread = {}
+for _ = 1, n do
+  if redis.call('EXISTS', KEYS[tonumber(ARGV[i])]) == 1 then unread[#unread + 1] = ARGV[i] end
+  i = i + 1
+end
+if #unread > 0 then return redis.error_reply('UNREAD ' .. table.concat(unread, ' ')) end
 local rev = ARGV[2]
 if rev ~= '' then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], rev .. '-0', 'u', ARGV[5], 't', ARGV[6])
   redis.call('SET', KEYS[2], rev)
 end
-local i = 7
-local n = tonumber(ARGV[i]); i = i + 1
+n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
@@ -121,6 +129,9 @@ class Commit:
     fragments: dict[str, tuple[bytes, str] | None] = field(default_factory=dict)  # unit -> (bytes, hash)
     revision: int | None = None  # the new revision, when any fragment changed
     traces: dict[str, str] = field(default_factory=dict)
+    # Units of `contributions` planned as if Redis held no contributions for them (the worker never read
+    # them: a brand-new unit, the usual case). The commit checks it and is refused if not.
+    assumed_empty: list[str] = field(default_factory=list)
 
 
 def _pack(obj: object) -> bytes:
@@ -210,7 +221,8 @@ class ShardStore:
 
         One Lua script (one round trip) checks the lease and writes everything. WATCH/MULTI cannot do
         this: the owner's own lease renewal (PEXPIRE) touches the watched key and aborted commits that
-        were perfectly legal.
+        were perfectly legal. The same script checks that the units of `c.assumed_empty` have no stored
+        contributions, and raises `UnloadedSources` with those that do, having written nothing.
         """
         frag_sets = [(u, f) for u, f in c.fragments.items() if f is not None]
         frag_dels = [u for u, f in c.fragments.items() if f is None]
@@ -222,8 +234,13 @@ class ShardStore:
             self.log_cap,
             _pack(sorted(c.fragments)),
             _pack(c.traces),
-            len(frag_sets),
         ]
+        units = list(c.contributions)
+        first = len(keys) + 1  # Lua's KEYS index of the first contributions hash
+        index = {unit: first + j for j, unit in enumerate(units)}
+        args.append(len(c.assumed_empty))
+        args += [index[unit] for unit in c.assumed_empty]
+        args.append(len(frag_sets))
         for unit, (body, digest) in frag_sets:
             args += [unit, body, digest]
         args.append(len(frag_dels))
@@ -242,6 +259,9 @@ class ShardStore:
         except ResponseError as exc:
             if "LEASE" in str(exc):
                 raise LeaseLost(f"shard {shard}: lease not held by {token}") from exc
+            if str(exc).startswith("UNREAD "):
+                unread = [units[int(i) - first] for i in str(exc).split()[1:]]
+                raise UnloadedSources(shard, unread) from exc
             raise
         except TRANSIENT_REDIS as exc:
             raise TransientError(f"shard {shard}: commit failed: {exc}") from exc
