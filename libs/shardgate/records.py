@@ -105,26 +105,35 @@ class Delta:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
+    """A shard's revision moved: the units whose fragments changed in it. When they are small, the
+    fragments themselves ride along (each `Fragment.encode()` bytes as committed, None: deleted), so a
+    pusher that follows on need not read them from Redis; `fragments` None: read them."""
+
     shard: int
     revision: int
     units: tuple[str, ...]
     traces: dict[str, str] = field(default_factory=dict)  # unit -> W3C traceparent
+    fragments: dict[str, bytes | None] | None = None
 
     def encode(self) -> bytes:
-        return _pack(
-            {
-                "v": SCHEMA_VERSION,
-                "sh": self.shard,
-                "r": self.revision,
-                "u": list(self.units),
-                "tr": self.traces,
-            }
-        )
+        o: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "sh": self.shard,
+            "r": self.revision,
+            "u": list(self.units),
+            "tr": self.traces,
+        }
+        if self.fragments is not None:
+            o["f"] = self.fragments
+        return _pack(o)
 
     @staticmethod
     def decode(data: bytes) -> Notice:
         o = _unpack(data, "notice")
-        return Notice(o["sh"], o["r"], tuple(o["u"]), o.get("tr") or {})
+        try:
+            return Notice(o["sh"], o["r"], tuple(o["u"]), o.get("tr") or {}, o.get("f"))
+        except KeyError as exc:
+            raise RecordError(f"notice: missing field {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,12 +101,25 @@ class ShardWorker:
                 self._hashes[unit] = h
         if plan.commit.revision is not None:
             self.revision = plan.commit.revision
-            notice = Notice(self.shard, self.revision, tuple(plan.changed_units), plan.commit.traces)
+            notice = Notice(
+                self.shard,
+                self.revision,
+                tuple(plan.changed_units),
+                plan.commit.traces,
+                self._inline(plan.commit.fragments),
+            )
             await self.bus.publish_notice(notice)
         await consumer.ack()
         for span in spans:
             span.set_attribute("sg.revision", self.revision)
             span.end()
+
+    def _inline(self, fragments: dict[str, tuple[bytes, str] | None]) -> dict[str, bytes | None] | None:
+        """The committed fragments for the notice, or None when they are too big to carry."""
+        size = sum(len(f[0]) for f in fragments.values() if f is not None)
+        if size > self.settings.notice_inline_bytes:
+            return None
+        return {unit: (f[0] if f is not None else None) for unit, f in fragments.items()}
 
     async def _load_missing(self, messages: list[DeltaMessage]) -> None:
         """Read the contributions of touched units that have a fragment and are not held yet (after a

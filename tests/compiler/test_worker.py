@@ -121,13 +121,21 @@ def msg(seq: int, body: Wire | None, source: str = WEB, unit: str = A) -> DeltaM
     return DeltaMessage(seq, Delta(unit, source, str(seq), body), "")
 
 
-async def run(store: FakeStore, *batches: list[DeltaMessage]) -> ShardWorker:
+async def run(
+    store: FakeStore, *batches: list[DeltaMessage], settings: Settings | None = None
+) -> ShardWorker:
+    return (await run_with_bus(store, *batches, settings=settings))[0]
+
+
+async def run_with_bus(
+    store: FakeStore, *batches: list[DeltaMessage], settings: Settings | None = None
+) -> tuple[ShardWorker, FakeBus]:
     bus = FakeBus()
-    worker = ShardWorker(0, "me", Settings(), bus, store, fake_compile)  # type: ignore[arg-type]
+    worker = ShardWorker(0, "me", settings or Settings(), bus, store, fake_compile)  # type: ignore[arg-type]
     bus.worker = worker
     bus.batches.extend(batches)
     await worker.run()
-    return worker
+    return worker, bus
 
 
 async def test_units_are_held_packed_with_their_digest() -> None:
@@ -220,3 +228,15 @@ async def test_a_secret_unit_is_neither_held_nor_read() -> None:
     assert store.commits[-2].fragments == {}
     assert store.commits[-1].fragments == {unit: None} and unit not in worker._hashes
     assert store.loads == []
+
+
+async def test_notices_carry_the_committed_fragments_up_to_the_inline_limit() -> None:
+    store = FakeStore()
+    _, bus = await run_with_bus(store, [msg(1, routes("v1"))], [msg(2, None)])
+    committed = store.commits[0].fragments[A]
+    assert committed is not None
+    assert [n.fragments for n in bus.notices] == [{A: committed[0]}, {A: None}]
+
+    limit = len(committed[0]) - 1  # one byte short: the pushers read it from Redis
+    _, bus = await run_with_bus(store, [msg(3, routes("v1"))], settings=Settings(notice_inline_bytes=limit))
+    assert bus.notices[0].units == (A,) and bus.notices[0].fragments is None

@@ -38,7 +38,11 @@ class Writer:
         self.rev = 0
         self.seq = 0
 
-    async def write(self, frags: dict[str, Fragment | None], announce: bool = True) -> None:
+    async def write(
+        self, frags: dict[str, Fragment | None], announce: bool = True, inline: bool = False
+    ) -> None:
+        """Commit `frags`; announce them (with the fragments in the notice if `inline`, as the compiler
+        does when they are small)."""
         self.rev += 1
         self.seq += 1
         c = Commit(
@@ -49,7 +53,8 @@ class Writer:
         )
         await self.store.commit(self.shard, "w", c)
         if announce:
-            await self.bus.publish_notice(Notice(self.shard, self.rev, tuple(sorted(frags))))
+            carried = {u: (f.encode() if f else None) for u, f in frags.items()} if inline else None
+            await self.bus.publish_notice(Notice(self.shard, self.rev, tuple(sorted(frags)), {}, carried))
 
 
 @pytest.fixture
@@ -173,5 +178,44 @@ async def test_notices_of_many_shards_are_read_in_one_round_trip(
             {0: ["h:s0"], 1: ["h:s1"], 2: ["h:s2"]},  # the shards that follow on: one read
             {3: ["h:gap", "h:s3"]},  # the gap, from the change log
         ]
+    finally:
+        await follower.stop()
+
+
+async def test_fragments_carried_by_their_notices_are_not_read_from_redis(
+    parts: tuple[ShardStore, DeltaBus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards whose notices all carry their fragments are relayed from the notices; a shard with one
+    notice that does not (too big for the compiler to carry) is read, all of its units at once."""
+    store, bus = parts
+    writers = [Writer(store, bus, s) for s in range(SHARDS)]
+    cache = ResourceCache()
+    follower = Follower(store, bus, cache, SHARDS, resync_s=60)  # no revision check during the test
+    await follower.start()
+    await writers[2].write({"h:old": frag("h:old", b"o")})
+    await eventually(lambda: body(cache, "h:old") == b"o")
+    reads: list[dict[int, list[str]]] = []
+    real = store.fragments
+
+    async def spy(wanted: dict[int, list[str]]) -> dict[int, dict[str, bytes | None]]:
+        reads.append({s: list(u) for s, u in wanted.items()})
+        return await real(wanted)
+
+    monkeypatch.setattr(store, "fragments", spy)
+    try:
+        await follower.stop()  # the notices below collect until the drain runs again
+        await writers[0].write({"h:a": frag("h:a", b"a1")}, inline=True)
+        await writers[0].write({"h:a": frag("h:a", b"a2"), "h:b": frag("h:b", b"b")}, inline=True)
+        await writers[1].write({"h:c": frag("h:c", b"c")}, inline=True)
+        await writers[1].write({"h:d": frag("h:d", b"d")})
+        await writers[2].write({"h:old": None}, inline=True)
+        await eventually(lambda: sum(len(n) for n in follower._pending.values()) == 5)
+        follower._tasks = [asyncio.create_task(follower._drain())]
+        follower._wake.set()
+        await eventually(lambda: body(cache, "h:d") == b"d")
+        assert (body(cache, "h:a"), body(cache, "h:b"), body(cache, "h:c")) == (b"a2", b"b", b"c")
+        assert body(cache, "h:old") is None
+        assert reads == [{1: ["h:c", "h:d"]}]
+        assert follower.revisions == [w.rev for w in writers]
     finally:
         await follower.stop()

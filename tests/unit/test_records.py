@@ -36,11 +36,24 @@ def test_delta_round_trip(unit: str, source: str, rv: str, body: dict[str, objec
 
 
 @given(
-    st.integers(0, 4095), st.integers(0, 2**62), st.lists(names, max_size=5), st.dictionaries(names, names)
+    st.integers(0, 4095),
+    st.integers(0, 2**62),
+    st.lists(names, max_size=5),
+    st.dictionaries(names, names),
+    st.none() | st.dictionaries(names, st.none() | st.binary(max_size=64), max_size=4),
 )
-def test_notice_round_trip(shard: int, rev: int, units: list[str], traces: dict[str, str]) -> None:
-    n = Notice(shard, rev, tuple(units), traces)
+def test_notice_round_trip(
+    shard: int, rev: int, units: list[str], traces: dict[str, str], fragments: dict[str, bytes | None] | None
+) -> None:
+    n = Notice(shard, rev, tuple(units), traces, fragments)
     assert Notice.decode(n.encode()) == n
+
+
+def test_a_notice_without_fragments_says_read_them() -> None:
+    """A notice from a compiler that sends none (or that were too big) decodes with `fragments` None, and
+    an empty mapping (a commit that deleted nothing and set nothing) stays empty, not None."""
+    assert Notice.decode(Notice(1, 2, ("h:a",)).encode()).fragments is None
+    assert Notice.decode(Notice(1, 2, (), {}, {}).encode()).fragments == {}
 
 
 @given(st.lists(st.tuples(names, names, names, st.binary(max_size=64)), max_size=5))
