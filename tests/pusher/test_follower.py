@@ -75,6 +75,25 @@ def body(cache: ResourceCache, unit: str) -> bytes | None:
     return r.body if r else None
 
 
+def record_reads(store: ShardStore, monkeypatch: pytest.MonkeyPatch) -> list[dict[int, list[str]]]:
+    """Every `store.fragments` call from now on: the units it asked for, per shard."""
+    reads: list[dict[int, list[str]]] = []
+    real = store.fragments
+
+    async def spy(wanted: dict[int, list[str]]) -> dict[int, dict[str, bytes | None]]:
+        reads.append({s: list(u) for s, u in wanted.items()})
+        return await real(wanted)
+
+    monkeypatch.setattr(store, "fragments", spy)
+    return reads
+
+
+def drain_again(follower: Follower) -> None:
+    """Restart the drain of a stopped follower and have it take every notice pending meanwhile."""
+    follower._tasks = [asyncio.create_task(follower._drain())]
+    follower._wake.set()
+
+
 async def test_snapshot_then_notices_then_gaps(parts: tuple[ShardStore, DeltaBus]) -> None:
     store, bus = parts
     w = Writer(store, bus, 1)
@@ -155,22 +174,14 @@ async def test_notices_of_many_shards_are_read_in_one_round_trip(
     cache = ResourceCache()
     follower = Follower(store, bus, cache, SHARDS, resync_s=60)  # no revision check during the test
     await follower.start()
-    reads: list[dict[int, list[str]]] = []
-    real = store.fragments
-
-    async def spy(wanted: dict[int, list[str]]) -> dict[int, dict[str, bytes | None]]:
-        reads.append({s: list(u) for s, u in wanted.items()})
-        return await real(wanted)
-
-    monkeypatch.setattr(store, "fragments", spy)
+    reads = record_reads(store, monkeypatch)
     try:
         await follower.stop()  # the notices below collect until the drain runs again
         await writers[3].write({"h:gap": frag("h:gap", b"g")}, announce=False)  # shard 3 misses one
         for w in writers:
             await w.write({f"h:s{w.shard}": frag(f"h:s{w.shard}", b"1")})
         await eventually(lambda: len(follower._pending) == SHARDS)
-        follower._tasks = [asyncio.create_task(follower._drain())]
-        follower._wake.set()
+        drain_again(follower)
         await eventually(lambda: all(body(cache, f"h:s{s}") == b"1" for s in range(SHARDS)))
         assert body(cache, "h:gap") == b"g"
         assert follower.revisions == [w.rev for w in writers]
@@ -194,14 +205,7 @@ async def test_fragments_carried_by_their_notices_are_not_read_from_redis(
     await follower.start()
     await writers[2].write({"h:old": frag("h:old", b"o")})
     await eventually(lambda: body(cache, "h:old") == b"o")
-    reads: list[dict[int, list[str]]] = []
-    real = store.fragments
-
-    async def spy(wanted: dict[int, list[str]]) -> dict[int, dict[str, bytes | None]]:
-        reads.append({s: list(u) for s, u in wanted.items()})
-        return await real(wanted)
-
-    monkeypatch.setattr(store, "fragments", spy)
+    reads = record_reads(store, monkeypatch)
     try:
         await follower.stop()  # the notices below collect until the drain runs again
         await writers[0].write({"h:a": frag("h:a", b"a1")}, inline=True)
@@ -210,8 +214,7 @@ async def test_fragments_carried_by_their_notices_are_not_read_from_redis(
         await writers[1].write({"h:d": frag("h:d", b"d")})
         await writers[2].write({"h:old": None}, inline=True)
         await eventually(lambda: sum(len(n) for n in follower._pending.values()) == 5)
-        follower._tasks = [asyncio.create_task(follower._drain())]
-        follower._wake.set()
+        drain_again(follower)
         await eventually(lambda: body(cache, "h:d") == b"d")
         assert (body(cache, "h:a"), body(cache, "h:b"), body(cache, "h:c")) == (b"a2", b"b", b"c")
         assert body(cache, "h:old") is None
