@@ -5,6 +5,10 @@ knows the revision it holds per shard, so a notice that skips ahead reveals a ga
 shard's change log (the units changed since), or from the shard's snapshot when the log no longer
 reaches back. A periodic revision check catches a gap no later notice would reveal (a lost last notice,
 a NATS outage). Fragments are relayed as the compiler wrote them: nothing is rebuilt here.
+
+One task, the drain, changes the cache and the revisions held: notices and the revision check's heals
+alike go through it, so two reads of one shard never interleave (a slower one landing last would put
+older fragments back and move the revision held backwards).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from opentelemetry import trace
@@ -52,6 +57,7 @@ class Follower:
         self.revisions = [0] * shards
         self.units: list[set[str]] = [set() for _ in range(shards)]  # units held, per shard
         self._pending: dict[int, list[tuple[Notice, int]]] = defaultdict(list)
+        self._heal: set[int] = set()  # shards the revision check found behind: the drain catches them up
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
@@ -85,6 +91,9 @@ class Follower:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, defaultdict(list)
+            heal, self._heal = self._heal, set()
+            for shard in heal:  # with no notice of its own, a shard is caught up from its change log
+                pending.setdefault(shard, [])
             following: dict[int, _FollowOn] = {}
             for shard, notices in pending.items():
                 follow_on = self._follows_on(shard, notices)
@@ -138,6 +147,7 @@ class Follower:
             self.revisions[shard] = f.revision
 
     async def _resync(self) -> None:
+        seen: dict[int, int] = {}  # shards behind Redis at the last check: the revision Redis had
         while True:
             await asyncio.sleep(self.resync_s)
             try:
@@ -145,15 +155,17 @@ class Follower:
             except TRANSIENT_REDIS as exc:
                 log.warning("revision check failed: %s", exc)
                 continue
-            for shard, rev in enumerate(current):
-                if rev != self.revisions[shard] and not self._pending.get(shard):
-                    log.info("shard %d: at %d, Redis at %d: healing", shard, self.revisions[shard], rev)
-                    try:
-                        await self._catch_up(shard, [])
-                    except (*TRANSIENT_REDIS, RecordError) as exc:
-                        log.warning("shard %d: healing failed: %s", shard, exc)
-                    except Exception:
-                        log.exception("shard %d: healing failed", shard)
+            for shard in still_behind(seen, self.revisions):
+                log.info(
+                    "shard %d: at %d, Redis at %d a check ago: healing",
+                    shard,
+                    self.revisions[shard],
+                    seen[shard],
+                )
+                self._heal.add(shard)
+            if self._heal:
+                self._wake.set()
+            seen = behind(current, self.revisions)
 
     async def _catch_up(self, shard: int, notices: list[tuple[Notice, int]]) -> None:
         follow_on = self._follows_on(shard, notices)
@@ -220,3 +232,17 @@ class Follower:
                 held.add(unit)
         for span in spans:
             span.end()
+
+
+def behind(redis_revisions: Sequence[int], held: Sequence[int]) -> dict[int, int]:
+    """The shards whose revision in Redis is past the one held, with Redis's."""
+    return {shard: rev for shard, rev in enumerate(redis_revisions) if rev > held[shard]}
+
+
+def still_behind(seen: Mapping[int, int], held: Sequence[int]) -> list[int]:
+    """The shards that have not reached, a whole check later, the revision Redis had for them: a gap.
+
+    Not every shard behind at one check: in a burst, every busy shard has a commit whose notice is on
+    its way, and healing those read the change log (and, racing the notice, took whole snapshots) for
+    nothing. A shard ahead of Redis (a revision read before the notices that passed it) is not behind."""
+    return [shard for shard, rev in seen.items() if held[shard] < rev]

@@ -11,7 +11,7 @@ from shardgate.adapters.jetstream import DeltaBus
 from shardgate.adapters.store import Commit, ShardStore
 from shardgate.local.servers import NatsServer, RedisServer
 from shardgate.pusher.cache import ResourceCache
-from shardgate.pusher.follower import Follower
+from shardgate.pusher.follower import Follower, behind, still_behind
 from shardgate.records import Fragment, Notice, make_resource
 
 SHARDS = 4
@@ -222,3 +222,44 @@ async def test_fragments_carried_by_their_notices_are_not_read_from_redis(
         assert follower.revisions == [w.rev for w in writers]
     finally:
         await follower.stop()
+
+
+async def test_the_revision_check_leaves_the_healing_to_the_drain(parts: tuple[ShardStore, DeltaBus]) -> None:
+    """A shard found behind on two checks in a row (its notice lost) is handed to the drain, the one task
+    that writes the cache: nothing moves until the drain runs."""
+    store, bus = parts
+    w = Writer(store, bus, 2)
+    cache = ResourceCache()
+    follower = Follower(store, bus, cache, SHARDS, resync_s=0.05)
+    await follower.start()
+    try:
+        await follower.stop()
+        await w.write({"h:lost": frag("h:lost", b"l")}, announce=False)
+        follower._tasks = [asyncio.create_task(follower._resync())]
+        await eventually(lambda: 2 in follower._heal)
+        assert body(cache, "h:lost") is None and follower.revisions[2] == 0
+        follower._tasks.append(asyncio.create_task(follower._drain()))
+        await eventually(lambda: body(cache, "h:lost") == b"l")
+        assert follower.revisions[2] == w.rev
+    finally:
+        await follower.stop()
+
+
+@pytest.mark.parametrize(
+    ("seen", "held", "expected"),
+    [
+        ({}, [3, 3], []),
+        ({0: 4}, [4, 3], []),  # the notice arrived between the checks
+        ({0: 4}, [3, 3], [0]),  # a whole check later, still short of what Redis had: a gap
+        ({1: 9}, [3, 10], []),  # moved past it meanwhile
+    ],
+)
+def test_a_shard_is_healed_only_when_still_behind_a_check_later(
+    seen: dict[int, int], held: list[int], expected: list[int]
+) -> None:
+    assert still_behind(seen, held) == expected
+
+
+def test_behind_counts_only_shards_redis_is_ahead_of() -> None:
+    # shard 0 level, shard 1 behind Redis, shard 2 ahead of a revision read before its notices came
+    assert behind([5, 8, 2], [5, 7, 3]) == {1: 8}

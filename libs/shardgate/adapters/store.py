@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
@@ -299,8 +298,13 @@ class ShardStore:
         return out
 
     async def log_since(self, shard: int, revision: int) -> list[LogEntry] | None:
-        """Entries after `revision`, or None when the log no longer reaches back that far."""
-        rows: Any = await self.r.xrange(k(shard, "log"), min=f"{revision + 1}-0", max="+")
+        """Entries after `revision`, or None when the log no longer reaches back that far. The log and
+        the shard's revision are read together: a commit landing between the two reads made an empty
+        read look like a log that had been trimmed, and cost a whole snapshot."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.xrange(k(shard, "log"), min=f"{revision + 1}-0", max="+")
+            p.get(k(shard, "rev"))
+            rows, current_raw = await p.execute()
         entries = [
             LogEntry(
                 int(entry_id.decode().partition("-")[0]),
@@ -311,8 +315,6 @@ class ShardStore:
         ]
         if entries and entries[0].revision != revision + 1:
             return None
-        if not entries:
-            current = int(await self.r.get(k(shard, "rev")) or 0)
-            if current > revision:
-                return None
+        if not entries and int(current_raw or 0) > revision:
+            return None
         return entries
