@@ -90,7 +90,10 @@ def plan_batch(
             sources.pop(d.source, None)
         else:
             sources[d.source] = d.body
-        commit.contributions.setdefault(d.unit, {})[d.source] = d.body
+        # A delta from the unit's sole source is all of its input and is never read back: it is not
+        # stored (a deletion instead, which also clears what a version that stored them left behind).
+        stored = None if d.source == sole_source(d.unit) else d.body
+        commit.contributions.setdefault(d.unit, {})[d.source] = stored
 
     new_hashes: dict[str, Digest | None] = {}
     packed: dict[str, PackedSources | None] = {}

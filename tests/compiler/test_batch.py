@@ -8,7 +8,7 @@ from shardgate.adapters.jetstream import DeltaMessage
 from shardgate.compiler.batch import plan_batch
 from shardgate.compiler.held import digest, pack_sources, unpack_sources
 from shardgate.keys import host_unit, secret_unit
-from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, Wire
+from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, TlsCertificate, Wire
 from shardgate.records import Delta, Fragment, make_resource
 
 A = host_unit("a.example.com")
@@ -142,3 +142,13 @@ def test_a_failed_unit_still_records_its_sources() -> None:
     plan = plan_batch([msg(2, A, routes("v2"))], 1, 1, hashes, first.new_contributions, failing)
     assert plan.new_hashes == {} and plan.commit.fragments == {}  # its last good fragment stays
     assert unpack_sources(plan.new_contributions[A]) == {"ingress/ns/web": routes("v2")}
+
+
+def test_a_secret_is_compiled_from_its_delta_and_not_stored() -> None:
+    """A TLS Secret's unit has one source, whose delta is all its input: nothing reads it back, so the
+    commit stores none (a deletion, clearing what older versions stored)."""
+    unit = secret_unit("ns", "tls")
+    wire = TlsCertificate(b"cert", b"key").to_wire()
+    plan = plan_batch([msg(1, unit, wire, source="secret/ns/tls")], 0, 0, {}, {}, fake_compile)
+    assert plan.commit.contributions == {unit: {"secret/ns/tls": None}}
+    assert plan.commit.assumed_empty == [] and plan.new_contributions[unit] is None

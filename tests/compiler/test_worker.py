@@ -220,7 +220,7 @@ async def test_a_secret_unit_is_neither_held_nor_read() -> None:
     store = FakeStore()
     worker = await run(store, [msg(1, cert(b"one"), source, unit)], [msg(2, cert(b"two"), source, unit)])
     assert store.loads == [] and worker._contributions == {}
-    assert unit in worker._hashes and store.sources[unit] == {source: cert(b"two")}
+    assert unit in worker._hashes and store.sources[unit] == {}  # nothing stored: nothing reads it
     frag = Fragment.decode(store.commits[-1].fragments[unit][0])  # type: ignore[index]
     assert frag.resources[0].body == b"two"  # the delta alone is the unit's input
     # The same certificate again (a new resourceVersion) is not rewritten; a tombstone deletes it.

@@ -3,7 +3,8 @@
 Keys of shard `s` carry `{s}` as a hash tag, so one shard's keys sit in one Redis Cluster slot and its
 commit stays one legal transaction there:
 
-    sg:{s}:src:<unit>  hash  source -> contribution (msgpack)   the compiler's input for one unit
+    sg:{s}:src:<unit>  hash  source -> contribution (msgpack)   the compiler's input for one unit (none
+                                                                 for a TLS Secret: its delta is all of it)
     sg:{s}:frag        hash  unit -> fragment (msgpack)          what the pushers relay
     sg:{s}:fhash       hash  unit -> fragment content hash       "unchanged" without reading fragments
     sg:{s}:rev         int   the shard's revision: +1 per commit that changed a fragment
