@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from shardgate.adapters.jetstream import DeltaBus
 from shardgate.keys import host_unit, shard_of
@@ -159,3 +160,38 @@ async def test_idle_shards_get_each_delta_at_once_and_backlogs_in_batches(nats_s
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
         await bus.close()
+
+
+class SmallPayloadNats(NatsServer):
+    """A nats-server that takes messages of at most 4 KiB (`max_payload`, a config-file setting)."""
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "small.conf"
+        conf.write_text("max_payload: 4096\n")
+        return [*super().command(), "-c", str(conf)]
+
+
+async def test_a_notice_too_big_for_the_server_goes_without_its_fragments(tmp_path: Path) -> None:
+    server = SmallPayloadNats(tmp_path / "nats")
+    server.start()
+    bus = await DeltaBus.connect(server.url, shards=SHARDS)
+    try:
+        got: list[Notice] = []
+        arrived = asyncio.Event()
+
+        async def on_notice(n: Notice) -> None:
+            got.append(n)
+            if len(got) == 2:
+                arrived.set()
+
+        await bus.subscribe_notices(on_notice)
+        small = Notice(1, 1, ("h:a",), {}, {"h:a": b"x" * 100})
+        big = Notice(1, 2, ("h:a", "h:b"), {"h:a": "tp"}, {"h:a": b"x" * 3000, "h:b": b"y" * 3000})
+        assert bus.nc.max_payload == 4096
+        await bus.publish_notice(small)
+        await bus.publish_notice(big)
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert got == [small, Notice(1, 2, ("h:a", "h:b"), {"h:a": "tp"}, None)]
+    finally:
+        await bus.close()
+        server.stop(kill=True)

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -145,8 +145,13 @@ class DeltaBus:
         return ShardConsumer(shard, sub, self.js, self.stream, durable)
 
     async def publish_notice(self, notice: Notice) -> None:
+        """Send `notice`; one whose fragments make it bigger than the server takes (its `max_payload`)
+        goes without them, and the pushers read them from Redis."""
+        data = notice.encode()
+        if len(data) > self.nc.max_payload and notice.fragments is not None:
+            data = replace(notice, fragments=None).encode()
         try:
-            await self.nc.publish(NOTICE_SUBJECT.format(shard=notice.shard), notice.encode())
+            await self.nc.publish(NOTICE_SUBJECT.format(shard=notice.shard), data)
         except _TRANSIENT as exc:  # a lost notice is healed by the pushers' revision check
             log.warning("notice for shard %d rev %d not sent: %s", notice.shard, notice.revision, exc)
 
