@@ -34,8 +34,8 @@ class Settings:
     """Change-log entries kept per shard; a pusher further behind than that takes a snapshot."""
     notice_inline_bytes: int = 65_536
     """A commit's fragments ride in its change notice when they come to at most this many bytes, so
-    pushers need not read them from Redis (one host: ~1-2 KB); 0: never. NATS refuses messages over
-    its max_payload (1 MB by default)."""
+    pushers need not read them from Redis (one host: ~1-2 KB); 0: never. A notice that would pass the
+    NATS server's max_payload (1 MB by default) goes without them."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
