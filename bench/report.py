@@ -238,7 +238,9 @@ def write(paths: list[Path], doc: Path = DOC, plot_path: Path = PLOT) -> None:
         lo, hi = scoped[0], scoped[-1]
         p99_lo, p99_hi = _get(cells, "scoped", lo, "add", "p99"), _get(cells, "scoped", hi, "add", "p99")
         flat = (
-            f"p99 at {hi:,} ÷ p99 at {lo:,} = {_ratio(p99_hi, p99_lo)} (issue 3 target at 100k vs 1k: ≤ 1.5×)"
+            f"p99 at {hi:,} ÷ p99 at {lo:,} = {_ratio(p99_hi, p99_lo)}, from the pusher's cache to Envoy"
+            " only, where Envoy's own step is most of the time (issue 3's target, ≤ 1.5× at 100k vs 1k, is"
+            " for the whole pipeline: see its Targets table)"
         )
     from bench.report_pipeline import activation_by_n, pipeline_section
 

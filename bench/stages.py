@@ -10,7 +10,7 @@ between consecutive instants, so they add up to the whole activation:
     watcher              watcher.event starts   → watcher.publish ends (translate, JetStream ack)
     JetStream → compiler watcher.publish ends   → compiler.apply starts (the shard's fetch returned)
     compiler             compiler.apply starts  → pusher.relay starts (compile, Redis commit, notice)
-    pusher               pusher.relay starts    → envoy.ack starts (Redis read, cache, hold-off, send)
+    pusher               pusher.relay starts    → envoy.ack starts (fragments, cache, send)
     Envoy                envoy.ack starts       → envoy.ack ends (Envoy applies the push and ACKs)
     ACK → 200            envoy.ack ends         → first 200 (negative: served before the ACK landed)
 
@@ -30,7 +30,7 @@ LABELS = {
     "watcher": "watcher (translate + JetStream publish)",
     "jetstream_to_compiler": "JetStream → compiler fetch",
     "compiler": "compiler (compile + Redis commit + notice)",
-    "pusher": "pusher (Redis read + cache + push)",
+    "pusher": "pusher (fragments from the notice or Redis + cache + push)",
     "envoy": "Envoy applies → ACK",
     "ack_to_200": "ACK → first 200",
     "to_ack": "whole: API 201 → Envoy's ACK",
