@@ -24,10 +24,11 @@ def test_tiny_run_measures_every_approach_and_writes_the_page(tmp_path: Path) ->
     subprocess.run(
         [sys.executable, "-m", "bench.run", "--sizes", "20,40", "--adds", "2", "--edits", "1",
          "--reloads", "2", "--approaches", ",".join(approaches), "--nginx-max-n", "30",
+         "--pipeline-sizes", "20", "--burst", "4", "--quick",
          "--out", str(tmp_path / "results"), "--docs", str(tmp_path)],
-        cwd=REPO_ROOT, check=True, timeout=240,
+        cwd=REPO_ROOT, check=True, timeout=480,
     )  # fmt: skip
-    (result_file,) = (tmp_path / "results").glob("*.json")
+    (result_file,) = (tmp_path / "results").glob("2*.json")
     run = json.loads(result_file.read_text())
     assert run["command"].startswith(".venv/bin/python -m bench.run --sizes 20,40")
     got = {(r["approach"], r["n"]): r for r in run["results"]}
@@ -49,6 +50,15 @@ def test_tiny_run_measures_every_approach_and_writes_the_page(tmp_path: Path) ->
     if "nginx-reload" in approaches:
         assert "nginx reload at N = 40 [a]: skipped" in page
     assert (tmp_path / "benchmarks-activation.png").stat().st_size > 0
+    # The same command ran the whole pipeline, in a process of its own, and the page shows it.
+    (pipeline_file,) = (tmp_path / "results").glob("pipeline-*.json")
+    pipeline = json.loads(pipeline_file.read_text())
+    assert "error" not in pipeline, pipeline.get("error")
+    assert pipeline["command"].endswith(f"-n 20 --adds 2 --burst 4 --out {tmp_path / 'results'}")
+    assert pipeline["result"]["activation"]["add"]["n"] == 2 and pipeline["result"]["burst"]["count"] == 4
+    one_at_a_time = page.split("### A new Ingress, one at a time")[1].split("###")[0]
+    assert any(line.startswith("| 20 | ") and "(2)" in line for line in one_at_a_time.splitlines())
+    assert "### Targets" in page
 
 
 def test_whole_table_is_a_valid_route_configuration() -> None:
