@@ -10,11 +10,13 @@ import pytest
 
 from shardgate.adapters.errors import LeaseLost, UnloadedSources
 from shardgate.adapters.jetstream import DeltaMessage
-from shardgate.adapters.store import Commit, ShardState
+from shardgate.adapters.store import Commit, ShardState, ShardStore
+from shardgate.compiler.batch import CompileFn
 from shardgate.compiler.held import digest, unpack_sources
 from shardgate.compiler.settings import Settings
 from shardgate.compiler.worker import ShardWorker
 from shardgate.keys import host_unit, secret_unit
+from shardgate.local.servers import RedisServer
 from shardgate.model import Backend, Contribution, HostRoutes, PathRule, PathType, TlsCertificate, Wire
 from shardgate.records import Delta, Fragment, Notice, make_resource
 
@@ -128,10 +130,13 @@ async def run(
 
 
 async def run_with_bus(
-    store: FakeStore, *batches: list[DeltaMessage], settings: Settings | None = None
+    store: FakeStore,
+    *batches: list[DeltaMessage],
+    settings: Settings | None = None,
+    compile_unit: CompileFn = fake_compile,
 ) -> tuple[ShardWorker, FakeBus]:
     bus = FakeBus()
-    worker = ShardWorker(0, "me", settings or Settings(), bus, store, fake_compile)  # type: ignore[arg-type]
+    worker = ShardWorker(0, "me", settings or Settings(), bus, store, compile_unit)  # type: ignore[arg-type]
     bus.worker = worker
     bus.batches.extend(batches)
     await worker.run()
@@ -240,3 +245,24 @@ async def test_notices_carry_the_committed_fragments_up_to_the_inline_limit() ->
     limit = len(committed[0]) - 1  # one byte short: the pushers read it from Redis
     _, bus = await run_with_bus(store, [msg(3, routes("v1"))], settings=Settings(notice_inline_bytes=limit))
     assert bus.notices[0].units == (A,) and bus.notices[0].fragments is None
+
+
+async def test_the_commit_check_and_the_re_read_against_real_redis(redis_server: RedisServer) -> None:
+    """With the real store: a unit whose sources failed to compile keeps them and has no fragment; after
+    a restart, Redis refuses the commit that assumed it had none, writing nothing, and the unit is
+    compiled from every source once they are read."""
+
+    def failing(unit: str, contributions: Mapping[str, Contribution]) -> Fragment:
+        raise ValueError("boom")
+
+    store = ShardStore.from_url(redis_server.url)
+    try:
+        assert await store.acquire(0, "me", 60_000)
+        await run_with_bus(store, [msg(1, routes("api", "api"), API)], compile_unit=failing)  # type: ignore[arg-type]
+        assert (await store.load_shard(0)).hashes == {}  # its source stored, no fragment
+        await run(store, [msg(2, routes("v2"))])  # type: ignore[arg-type]
+        assert await store.load_contributions(0, [A]) == {A: {API: routes("api", "api"), WEB: routes("v2")}}
+        revision, fragments = await store.snapshot(0)
+        assert revision == 1 and Fragment.decode(fragments[A]).resources[0].body == b"api,v2"
+    finally:
+        await store.close()
