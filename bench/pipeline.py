@@ -111,6 +111,10 @@ certificate it does not have (on-demand SDS): the runs that probed HTTPS blindly
 the pusher and this driver several ms of CPU per burst Ingress on the two cores the burst is measured
 on."""
 SWEEP_POLL = 0.1
+ACKED_SCOPES = 'shardgate_pusher_acked_resources_total{type="ScopedRouteConfiguration"} '
+ACK_POLL = 0.1
+"""Seconds between reads of the pusher's ACK counter in a burst (`all_acked_s`: when Envoy had ACKed a
+scope for every burst host, all of them, not only the traced sample)."""
 """Seconds between HTTPS probes of a burst host whose route is in Envoy but which is not answered yet (a
 custom domain whose certificate is still on its way through its own shard)."""
 SPAN_EXPORT_WAIT = 6.0  # the SDK's BatchSpanProcessor exports every 5 s
@@ -426,6 +430,20 @@ class Bench:
         rss["envoy_certs"] = await self.envoy_certs()
         return rss
 
+    async def acked_scopes(self) -> float | None:
+        """Scopes (one per host) in responses Envoy has ACKed so far, from the pusher's Prometheus counter
+        (`shardgate_pusher_acked_resources_total`); None when its metrics do not answer."""
+        url = f"http://127.0.0.1:{self.stack.port['pusher_metrics']}/metrics"
+        try:
+            async with self.session.get(url) as resp:
+                text = await resp.text()
+        except aiohttp.ClientError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(ACKED_SCOPES):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     async def envoy_certs(self) -> float:
         """Certificates Envoy holds (`on_demand_secret.cert_active`): one per SNI a client asked for, each
         part of Envoy's RSS (ARCHITECTURE.md, TLS); NaN when the admin port does not answer."""
@@ -623,11 +641,27 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         for k in queue:
             served[k] = await serve_time(hosts[k])
 
+    async def all_acked(baseline: float | None) -> float | None:
+        """Seconds after t0 at which the pusher had counted an ACKed scope per burst host."""
+        if baseline is None:
+            return None
+        while True:
+            acked = await b.acked_scopes()
+            if acked is not None and acked >= baseline + count:
+                return time.perf_counter() - t0
+            await asyncio.sleep(ACK_POLL)
+
+    acked_before = await b.acked_scopes()
     cpu_before = b.cpu()
     t0, t0_ns = time.perf_counter(), time.time_ns()
     creating = asyncio.create_task(b.create_many(items, concurrency))
+    acking = asyncio.create_task(all_acked(acked_before))
     await asyncio.gather(*(prober() for _ in range(BURST_PROBERS)))
     accepted = await creating
+    try:  # every host answers through Envoy by now, so its scope is in an ACKed response
+        all_acked_s = await asyncio.wait_for(acking, 30)
+    except TimeoutError:
+        all_acked_s = None
     cpu = cpu_used(cpu_before, b.cpu(), count)
     all_served = max(served) - t0
     posted = max(a[0] for a in accepted) - t0
@@ -668,6 +702,7 @@ async def burst(b: Bench, count: int, concurrency: int, profile_dir: Path | None
         "all_served_s": round(all_served, 2),
         "rate": round(count / all_served),
         "last_ack_s": None if last_ack is None else round(last_ack, 2),
+        "all_acked_s": None if all_acked_s is None else round(all_acked_s, 2),
         "probes": probes,
         "served_by_decile_s": [round(curve[min(count - 1, count * d // 10)], 2) for d in range(1, 11)],
         "ack_to_probed_ms": common.summary(lag) if lag else None,

@@ -150,7 +150,8 @@ def tls_checks(by_n: Rows) -> str:
 
 def burst_table(by_n: Rows) -> str:
     head = ["N before", "namespaces", "new Ingresses", "served with", "all POSTs accepted",
-            "last traced host ACKed by Envoy", "half served", "all served through Envoy",
+            "last traced host ACKed by Envoy", "every host ACKed by Envoy", "half served",
+            "all served through Envoy",
             "sustained domains/s", "load avg after", "py-spy attached", "run"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, (tag, r) in by_n:
@@ -160,11 +161,12 @@ def burst_table(by_n: Rows) -> str:
         accepted = f"{b['post_s']:.1f} s ({b['accept_rate']:,}/s)"
         spied = "yes" if b.get("profiles") else "no"
         acked = "–" if b.get("last_ack_s") is None else f"{b['last_ack_s']:.1f} s ({b['traced']} traced)"
+        all_acked = "–" if b.get("all_acked_s") is None else f"{b['all_acked_s']:.1f} s"
         deciles = b.get("served_by_decile_s")
         half = f"{deciles[4]:.1f} s" if deciles else "–"
         lines.append(
             f"| {n:,} | {r.get('namespaces', 1)} | {b['count']:,} | {mix(b)} | {accepted} | {acked} | "
-            f"{half} | {b['all_served_s']:.1f} s | "
+            f"{all_acked} | {half} | {b['all_served_s']:.1f} s | "
             f"{b['rate']:,} | {_la(r.get('loadavg_burst'))} | {spied} | [{tag}] |"
         )
     return "\n".join(lines)

@@ -110,6 +110,7 @@ class Stack:
                 "gateway",
                 "gateway_https",
                 "admin",
+                "pusher_metrics",
             )
         }
         self.kubeconfig = self.dir / "kubeconfig"
@@ -175,6 +176,7 @@ class Stack:
             },
             "xds": f"127.0.0.1:{self.port['xds']}",
             "envoy_admin": f"http://127.0.0.1:{self.port['admin']}",
+            "pusher_metrics": f"http://127.0.0.1:{self.port['pusher_metrics']}/metrics",
             "shards": self.options.shards,
             "processes": processes,
         }
@@ -230,6 +232,7 @@ class Stack:
             env["SHARDGATE_XDS_ADDR"] = f"127.0.0.1:{self.port['xds']}"
             env["SHARDGATE_GATEWAY_HTTP_PORT"] = str(self.port["gateway"])
             env["SHARDGATE_GATEWAY_HTTPS_PORT"] = str(self.port["gateway_https"])
+            env["SHARDGATE_METRICS_PORT"] = str(self.port["pusher_metrics"])
         return env
 
     def start(self) -> None:

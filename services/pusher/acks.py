@@ -17,7 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from shardgate.telemetry import context_from, tracer
 
-from .metrics import NACKS, short_type
+from .metrics import ACKED_RESOURCES, NACKS, short_type
 from .nonces import Sent
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def _bounded(names: tuple[str, ...]) -> list[str]:
 
 
 def acked(node_id: str, sent: Sent, shard_of: Callable[[str], int | None], superseded: bool = False) -> None:
-    """End one `envoy.ack` span per trace `sent` carried."""
+    """Count what `sent` carried as ACKed, and end one `envoy.ack` span per trace it carried."""
+    ACKED_RESOURCES.labels(short_type(sent.type_url)).inc(len(sent.versions))
     if not sent.traces:
         return
     now = time.time_ns()

@@ -13,6 +13,11 @@ PUSHES = Counter("shardgate_pusher_pushes", "Responses sent to Envoys", ["protoc
 PUSHED_RESOURCES = Counter(
     "shardgate_pusher_pushed_resources", "Resources (and removals) sent to Envoys", ["protocol", "type"]
 )
+ACKED_RESOURCES = Counter(
+    "shardgate_pusher_acked_resources",
+    "Resources (and removals) in responses Envoy ACKed, by type: pushed minus ACKed is what is in flight",
+    ["type"],
+)
 STREAMS = Gauge("shardgate_pusher_streams", "Open ADS streams", ["protocol"])
 NAME_CLASHES = Counter(
     "shardgate_pusher_name_clashes", "A unit's resource refused because another unit owns the name", ["type"]

@@ -10,6 +10,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 
 from shardgate.pusher import stream as stream_module
 from shardgate.pusher.cache import ResourceCache
@@ -118,12 +119,42 @@ def test_ack_ends_one_span_per_trace(spans: InMemorySpanExporter) -> None:
     assert span.end_time is not None and span.start_time is not None and span.end_time >= span.start_time
 
 
-def test_delta_nack_holds_back_the_named_resource_and_resends_the_rest() -> None:
+def subscribed() -> tuple[ResourceCache, DeltaStream]:
+    """A cache and a Delta stream on it whose first (empty) response Envoy has ACKed."""
     cache = ResourceCache()
     stream = DeltaStream(cache, hold_off=0)
     cache.watch(stream.on_change)
     stream.handle(delta_req())
     stream.handle(delta_req(nonce=stream.responses()[0].nonce))
+    return cache, stream
+
+
+def acked_scopes() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "shardgate_pusher_acked_resources_total", {"type": "ScopedRouteConfiguration"}
+        )
+        or 0.0
+    )
+
+
+def test_acked_resources_are_counted_and_nacked_ones_are_not() -> None:
+    """Pushed minus ACKed is what Envoy has not taken yet (the benchmark waits on it in a burst)."""
+    cache, stream = subscribed()
+    before = acked_scopes()
+    cache.apply({"h:a": host("a"), "h:b": host("b")})
+    (resp,) = stream.responses()
+    assert acked_scopes() == before  # sent, not answered yet
+    stream.handle(delta_req(nonce=resp.nonce))
+    assert acked_scopes() == before + 2
+    cache.apply({"h:c": host("c")})
+    (refused,) = stream.responses()
+    stream.handle(delta_req(nonce=refused.nonce, error_detail=status_pb2.Status(code=3, message="no")))
+    assert acked_scopes() == before + 2
+
+
+def test_delta_nack_holds_back_the_named_resource_and_resends_the_rest() -> None:
+    cache, stream = subscribed()
     cache.apply({"h:bad": host("bad"), "h:good": host("good")})
     (resp,) = stream.responses()
     error = status_pb2.Status(code=3, message='scope "host:bad": invalid regex')
