@@ -78,6 +78,7 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 import shardgate
 from bench import common, stages
@@ -111,7 +112,7 @@ certificate it does not have (on-demand SDS): the runs that probed HTTPS blindly
 the pusher and this driver several ms of CPU per burst Ingress on the two cores the burst is measured
 on."""
 SWEEP_POLL = 0.1
-ACKED_SCOPES = 'shardgate_pusher_acked_resources_total{type="ScopedRouteConfiguration"} '
+ACKED_RESOURCES = "shardgate_pusher_acked_resources_total"
 ACK_POLL = 0.1
 """Seconds between reads of the pusher's ACK counter in a burst (`all_acked_s`: when Envoy had ACKed a
 scope for every burst host, all of them, not only the traced sample)."""
@@ -439,9 +440,10 @@ class Bench:
                 text = await resp.text()
         except aiohttp.ClientError:
             return None
-        for line in text.splitlines():
-            if line.startswith(ACKED_SCOPES):
-                return float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == ACKED_RESOURCES and sample.labels.get("type") == "ScopedRouteConfiguration":
+                    return float(sample.value)
         return 0.0
 
     async def envoy_certs(self) -> float:

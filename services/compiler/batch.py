@@ -80,9 +80,10 @@ def plan_batch(
         if m.traceparent:
             change.traceparents.append(m.traceparent)
         change.sources.append(d.source)
+        whole = d.source == sole_source(d.unit)  # the delta is all of its unit's input
         if d.unit not in new_contrib:
             held = contributions.get(d.unit)
-            if held is None and d.source != sole_source(d.unit):
+            if held is None and not whole:
                 commit.assumed_empty.append(d.unit)
             new_contrib[d.unit] = unpack_sources(held)
         sources = new_contrib[d.unit]
@@ -90,10 +91,9 @@ def plan_batch(
             sources.pop(d.source, None)
         else:
             sources[d.source] = d.body
-        # A delta from the unit's sole source is all of its input and is never read back: it is not
-        # stored (a deletion instead, which also clears what a version that stored them left behind).
-        stored = None if d.source == sole_source(d.unit) else d.body
-        commit.contributions.setdefault(d.unit, {})[d.source] = stored
+        # Such a delta is never read back, so it is not stored (a deletion instead, which also clears
+        # what a version that stored them left behind).
+        commit.contributions.setdefault(d.unit, {})[d.source] = None if whole else d.body
 
     new_hashes: dict[str, Digest | None] = {}
     packed: dict[str, PackedSources | None] = {}
